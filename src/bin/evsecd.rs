@@ -1,0 +1,18 @@
+//! `evsecd`: the certificate daemon.
+
+use std::process::ExitCode;
+
+use evsec::daemon::{self, Args};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("evsecd: {e}\n{}", daemon::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    daemon::init_logging();
+    daemon::run(args).await
+}

@@ -1,0 +1,135 @@
+//! The daemon's life: command line, logging, start-up, readiness and a
+//! clean exit on SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::dbus::{self, Bus};
+use crate::security::EvseSecurity;
+
+/// The command line of `evsecd` (contract §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// `--config PATH`.
+    pub config: PathBuf,
+    /// `--bus system|session|ADDRESS`, default system.
+    pub bus: Bus,
+}
+
+/// The usage line.
+pub const USAGE: &str = "usage: evsecd --config PATH [--bus system|session|ADDRESS]";
+
+impl Args {
+    /// Parses the arguments after the program name.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+        let mut config = None;
+        let mut bus = Bus::System;
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+                _ => (arg.clone(), None),
+            };
+            let mut value = |name: &str| inline.clone().or_else(|| args.next()).ok_or(format!("{name} needs a value"));
+            match flag.as_str() {
+                "--config" => config = Some(PathBuf::from(value("--config")?)),
+                "--bus" => bus = value("--bus")?.parse()?,
+                "--help" | "-h" => return Err(USAGE.to_owned()),
+                _ => return Err(format!("unknown argument `{arg}`")),
+            }
+        }
+        let config = config.ok_or("--config PATH is required")?;
+        Ok(Args { config, bus })
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(args: Args) -> ExitCode {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let security = match tokio::task::spawn_blocking(move || EvseSecurity::open(config)).await {
+        Ok(Ok(s)) => Arc::new(s),
+        Ok(Err(e)) => return fail(&e.to_string()),
+        Err(e) => return fail(&format!("start-up failed: {e}")),
+    };
+    serve_until_signal(security, &args.bus).await
+}
+
+/// Serves an open store on `bus` until SIGTERM or SIGINT.
+pub async fn serve_until_signal(security: Arc<EvseSecurity>, bus: &Bus) -> ExitCode {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => return fail("cannot install signal handlers"),
+    };
+    let server = match dbus::serve(security, bus).await {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
+    tracing::info!(name = dbus::BUS_NAME, bus = %bus, "ready");
+    notify_ready();
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    drop(server);
+    ExitCode::SUCCESS
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("evsecd: {message}");
+    ExitCode::FAILURE
+}
+
+/// Sends `READY=1` to systemd when `NOTIFY_SOCKET` is set.
+fn notify_ready() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    let addr = match path.strip_prefix('@') {
+        Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|addr| UnixDatagram::unbound()?.send_to_addr(b"READY=1\n", &addr));
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        Args::parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn command_line() {
+        let a = parse(&["--config", "/c.toml"]).unwrap();
+        assert_eq!(a.bus, Bus::System);
+        let a = parse(&["--config=/c.toml", "--bus", "unix:path=/x"]).unwrap();
+        assert_eq!(a.bus, Bus::Address("unix:path=/x".into()));
+        assert_eq!(parse(&["--bus", "session"]).unwrap_err(), "--config PATH is required");
+        assert!(parse(&["--config", "/c", "--bus", "nope"]).unwrap_err().contains("--bus `nope`"));
+        assert_eq!(parse(&["--frob"]).unwrap_err(), "unknown argument `--frob`");
+    }
+}

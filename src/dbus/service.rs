@@ -1,0 +1,285 @@
+//! The `org.evsec.EvseSecurity1` interface.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use zbus::message::Header;
+use zbus::names::ErrorName;
+use zbus::object_server::SignalEmitter;
+use zbus::{interface, Connection, DBusError};
+
+use super::{builder, Bus, BUS_NAME, ERROR_PREFIX, OBJECT_PATH};
+use crate::security::{self, EvseSecurity, StoreChange};
+use crate::types::{CaCertificateType, CertificateType, HashData, LeafCertificateType, UnknownValue};
+
+/// Blocking calls in flight at once; more wait, so that one client cannot
+/// take every blocking thread.
+const MAX_BLOCKING_CALLS: usize = 16;
+
+type WireHashData = (String, String, String, String);
+type WireHashDataChain = (String, WireHashData, Vec<WireHashData>);
+
+/// Every error a method can answer, mapped to its D-Bus name in one place.
+#[derive(Debug)]
+pub enum BusError {
+    /// `org.freedesktop.DBus.Error.InvalidArgs`.
+    InvalidArgs(String),
+    /// `org.evsec.EvseSecurity1.Error.Internal`.
+    Internal(String),
+    /// An error of the bus connection itself.
+    ZBus(zbus::Error),
+}
+
+impl BusError {
+    fn error_name(&self) -> String {
+        match self {
+            BusError::InvalidArgs(_) => "org.freedesktop.DBus.Error.InvalidArgs".to_owned(),
+            BusError::Internal(_) => format!("{ERROR_PREFIX}.Internal"),
+            BusError::ZBus(zbus::Error::MethodError(name, _, _)) => name.to_string(),
+            BusError::ZBus(_) => "org.freedesktop.DBus.Error.Failed".to_owned(),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            BusError::InvalidArgs(m) | BusError::Internal(m) => m.clone(),
+            BusError::ZBus(e) => e.to_string(),
+        }
+    }
+}
+
+impl DBusError for BusError {
+    fn create_reply(&self, call: &Header<'_>) -> zbus::Result<zbus::message::Message> {
+        zbus::message::Message::error(call, self.error_name()).build(&(self.message(),))
+    }
+
+    fn name(&self) -> ErrorName<'_> {
+        ErrorName::from_string_unchecked(self.error_name())
+    }
+
+    fn description(&self) -> Option<&str> {
+        match self {
+            BusError::InvalidArgs(m) | BusError::Internal(m) => Some(m),
+            BusError::ZBus(_) => None,
+        }
+    }
+}
+
+impl From<zbus::Error> for BusError {
+    fn from(e: zbus::Error) -> Self {
+        BusError::ZBus(e)
+    }
+}
+
+impl From<security::Error> for BusError {
+    fn from(e: security::Error) -> Self {
+        match e {
+            security::Error::InvalidArgs(m) => BusError::InvalidArgs(m),
+            security::Error::Internal(m) => BusError::Internal(m),
+        }
+    }
+}
+
+fn parse_arg<T: FromStr<Err = UnknownValue>>(name: &str, value: &str) -> Result<T, BusError> {
+    value
+        .parse()
+        .map_err(|e: UnknownValue| BusError::InvalidArgs(format!("argument {name}: {e}")))
+}
+
+fn parse_args<T: FromStr<Err = UnknownValue>>(name: &str, values: &[String]) -> Result<Vec<T>, BusError> {
+    values.iter().map(|v| parse_arg(name, v)).collect()
+}
+
+fn parse_hash_data(name: &str, (alg, issuer_name, issuer_key, serial): &WireHashData) -> Result<HashData, BusError> {
+    HashData::parse(alg, issuer_name, issuer_key, serial)
+        .map_err(|e| BusError::InvalidArgs(format!("argument {name}: {e}")))
+}
+
+/// The served object.
+struct EvseSecurityInterface {
+    security: Arc<EvseSecurity>,
+    permits: Arc<Semaphore>,
+}
+
+impl EvseSecurityInterface {
+    /// Runs core work on a blocking thread, bounded by the permits.
+    async fn blocking<T, F>(&self, work: F) -> Result<T, BusError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&EvseSecurity) -> T + Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| BusError::Internal("daemon is shutting down".into()))?;
+        let security = self.security.clone();
+        tokio::task::spawn_blocking(move || work(&security))
+            .await
+            .map_err(|e| BusError::Internal(format!("worker failed: {e}")))
+    }
+
+    async fn announce(&self, emitter: &SignalEmitter<'_>, changes: &[StoreChange]) {
+        if changes.is_empty() {
+            return;
+        }
+        for change in changes {
+            let ca = change.ca.map(CaCertificateType::as_str).unwrap_or("");
+            let leaf = change.leaf.map(LeafCertificateType::as_str).unwrap_or("");
+            if let Err(e) = Self::certificate_store_updated(emitter, change.operation.as_str(), ca, leaf).await {
+                tracing::warn!(error = %e, "cannot emit CertificateStoreUpdated");
+            }
+        }
+        if let Err(e) = self.certificate_entries_changed(emitter).await {
+            tracing::warn!(error = %e, "cannot emit PropertiesChanged");
+        }
+    }
+}
+
+#[interface(name = "org.evsec.EvseSecurity1")]
+impl EvseSecurityInterface {
+    /// Installs a CA certificate into a bundle (contract 5.1).
+    async fn install_ca_certificate(
+        &self,
+        certificate: String,
+        certificate_type: String,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, BusError> {
+        let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
+        let (result, changes) = self
+            .blocking(move |s| s.install_ca_certificate(&certificate, ca))
+            .await??;
+        self.announce(&emitter, &changes).await;
+        Ok(result.as_str().to_owned())
+    }
+
+    /// Deletes the certificate with this hash data (contract 5.2).
+    async fn delete_certificate(
+        &self,
+        certificate_hash_data: WireHashData,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, BusError> {
+        let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
+        let (result, changes) = self.blocking(move |s| s.delete_certificate(&query)).await?;
+        self.announce(&emitter, &changes).await;
+        Ok(result.as_str().to_owned())
+    }
+
+    /// Verifies a chain, leaf first, against the bundles of the given types
+    /// (contract 5.4).
+    async fn verify_certificate(
+        &self,
+        certificate_chain: String,
+        certificate_types: Vec<String>,
+    ) -> Result<String, BusError> {
+        let types: Vec<LeafCertificateType> = parse_args("certificate_types", &certificate_types)?;
+        let result = self
+            .blocking(move |s| s.verify_certificate(&certificate_chain, &types))
+            .await??;
+        Ok(result.as_str().to_owned())
+    }
+
+    /// Lists installed certificates as OCPP hash data (contract 5.5).
+    #[zbus(out_args("status", "certificate_hash_data_chain"))]
+    async fn get_installed_certificates(
+        &self,
+        certificate_types: Vec<String>,
+    ) -> Result<(String, Vec<WireHashDataChain>), BusError> {
+        let types: Vec<CertificateType> = parse_args("certificate_types", &certificate_types)?;
+        let (status, chains) = self.blocking(move |s| s.get_installed_certificates(&types)).await?;
+        let chains = chains
+            .into_iter()
+            .map(|c| {
+                (
+                    c.certificate_type.as_str().to_owned(),
+                    c.certificate_hash_data.to_wire(),
+                    c.child_certificate_hash_data.iter().map(HashData::to_wire).collect(),
+                )
+            })
+            .collect();
+        Ok((status.as_str().to_owned(), chains))
+    }
+
+    /// True when the bundle holds a currently valid root (contract 5.9).
+    async fn is_ca_certificate_installed(&self, certificate_type: String) -> Result<bool, BusError> {
+        let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
+        self.blocking(move |s| s.is_ca_certificate_installed(ca)).await
+    }
+
+    /// A file holding the bundle's roots, usable as CAfile (contract 5.13).
+    async fn get_verify_file(&self, certificate_type: String) -> Result<String, BusError> {
+        let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
+        self.blocking(move |s| s.get_verify_file(ca)).await
+    }
+
+    /// The bundle file, or its directory usable as CApath (contract 5.14).
+    async fn get_verify_location(&self, certificate_type: String) -> Result<String, BusError> {
+        let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
+        self.blocking(move |s| s.get_verify_location(ca)).await
+    }
+
+    /// Sent after every change on disk made by a method.
+    #[zbus(signal)]
+    async fn certificate_store_updated(
+        emitter: &SignalEmitter<'_>,
+        operation: &str,
+        ca_certificate_type: &str,
+        leaf_certificate_type: &str,
+    ) -> zbus::Result<()>;
+
+    /// The daemon's version.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_owned()
+    }
+
+    /// Certificates installed now, all stores together.
+    #[zbus(property)]
+    async fn certificate_entries(&self) -> Result<u32, BusError> {
+        self.blocking(|s| s.certificate_entries()).await
+    }
+}
+
+/// A running service: keep it alive to stay on the bus.
+pub struct Server {
+    _connection: Connection,
+}
+
+/// Why the service could not be put on the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Another process owns the name.
+    #[error("bus name {BUS_NAME} is already owned on the {0} bus (is another evsecd running?)")]
+    NameTaken(Bus),
+    /// The bus cannot be reached or refused us.
+    #[error("cannot serve on the {bus} bus: {source}")]
+    Bus {
+        /// The bus.
+        bus: Bus,
+        /// Why.
+        source: zbus::Error,
+    },
+}
+
+/// Connects to `bus`, exports the interface and takes the well-known name.
+/// The name is requested without replacement either way: a second daemon
+/// fails instead of taking the name from the first.
+pub async fn serve(security: Arc<EvseSecurity>, bus: &Bus) -> Result<Server, ServeError> {
+    let iface = EvseSecurityInterface {
+        security,
+        permits: Arc::new(Semaphore::new(MAX_BLOCKING_CALLS)),
+    };
+    let connection = builder(bus)
+        .serve_at(OBJECT_PATH, iface)
+        .name(BUS_NAME)
+        .allow_name_replacements(false)
+        .replace_existing_names(false)
+        .build()
+        .await
+        .map_err(|e| match e {
+            zbus::Error::NameTaken => ServeError::NameTaken(bus.clone()),
+            source => ServeError::Bus { bus: bus.clone(), source },
+        })?;
+    Ok(Server { _connection: connection })
+}

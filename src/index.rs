@@ -1,0 +1,594 @@
+//! The in-memory index: every file of the store parsed once, and the
+//! structure derived from it (issuer links, hash data, key pairing).
+//!
+//! [`Index`] holds the parsed files and is changed only under the writer
+//! lock. Each change produces a new immutable [`Snapshot`] that readers use
+//! without any lock, so a read sees the store either before or after a
+//! write, never half of it.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use openssl::pkey::PKey;
+use openssl::x509::store::X509Store;
+use openssl::x509::X509;
+
+use crate::store::{BundleMode, FileKind, FileStamp, Layout};
+use crate::types::{CaCertificateType, HashAlgorithm, HashData, LeafCertificateType};
+use crate::x509::{self, CertFacts, Fingerprint};
+
+/// Longest issuer path followed upwards from a leaf.
+pub const MAX_CHAIN_DEPTH: usize = 16;
+
+/// A certificate file as read from disk.
+#[derive(Debug)]
+pub struct CertFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its stamp when it was read.
+    pub stamp: FileStamp,
+    /// Its certificates, in file order.
+    pub certs: Vec<Arc<CertFacts>>,
+}
+
+/// A private key file as read from disk. Only the identity of its public
+/// half is kept: key material never stays in memory.
+#[derive(Debug)]
+pub struct KeyFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its stamp when it was read.
+    pub stamp: FileStamp,
+    /// Identity of the public key, `None` when the key cannot be opened.
+    pub key_fingerprint: Option<Fingerprint>,
+}
+
+impl std::fmt::Debug for CertFacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertFacts")
+            .field("subject", &self.common_name())
+            .field("serial", &self.serial)
+            .finish()
+    }
+}
+
+/// The parsed files of the store. Mutated only under the writer lock.
+pub struct Index {
+    layout: Layout,
+    certs: HashMap<PathBuf, Arc<CertFile>>,
+    keys: HashMap<PathBuf, Arc<KeyFile>>,
+    /// Parsed certificates by DER fingerprint, so that a certificate in
+    /// several files, or a file read again, is parsed only once.
+    parsed: HashMap<Fingerprint, Arc<CertFacts>>,
+    /// Issuer-link results by (child, parent) fingerprint: a signature check
+    /// is done once per pair.
+    links: HashMap<(Fingerprint, Fingerprint), bool>,
+    generation: u64,
+}
+
+impl Index {
+    /// Reads the whole store.
+    pub fn load(layout: Layout) -> Index {
+        let mut index = Index {
+            layout,
+            certs: HashMap::new(),
+            keys: HashMap::new(),
+            parsed: HashMap::new(),
+            links: HashMap::new(),
+            generation: 0,
+        };
+        index.rescan();
+        index
+    }
+
+    /// The layout this index reads.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Lists every directory again and re-reads the files that changed.
+    /// Returns whether anything changed.
+    pub fn rescan(&mut self) -> bool {
+        let present: Vec<(PathBuf, FileKind)> = self.layout.list_files();
+        let keep: HashSet<&PathBuf> = present.iter().map(|(p, _)| p).collect();
+        let before = self.certs.len() + self.keys.len();
+        self.certs.retain(|p, _| keep.contains(p));
+        self.keys.retain(|p, _| keep.contains(p));
+        let mut changed = before != self.certs.len() + self.keys.len();
+        for (path, _) in &present {
+            changed |= self.refresh(path);
+        }
+        changed
+    }
+
+    /// Brings one path up to date with the disk: reads it when it is new or
+    /// changed, forgets it when it is gone. Returns whether anything changed.
+    pub fn refresh(&mut self, path: &Path) -> bool {
+        let Some(kind) = self.layout.classify(path) else {
+            return false;
+        };
+        let meta = match fs::metadata(path) {
+            Ok(m) if m.is_file() => m,
+            _ => {
+                return self.certs.remove(path).is_some() | self.keys.remove(path).is_some();
+            }
+        };
+        let stamp = FileStamp::of(&meta);
+        match kind {
+            FileKind::Certificates => {
+                if self.certs.get(path).is_some_and(|f| f.stamp == stamp) {
+                    return false;
+                }
+                let file = self.read_cert_file(path, stamp);
+                self.certs.insert(path.to_owned(), Arc::new(file));
+            }
+            FileKind::Key => {
+                if self.keys.get(path).is_some_and(|f| f.stamp == stamp) {
+                    return false;
+                }
+                let key_fingerprint = read_key(path, self.layout.config.private_key_password.as_deref());
+                self.keys.insert(
+                    path.to_owned(),
+                    Arc::new(KeyFile {
+                        path: path.to_owned(),
+                        stamp,
+                        key_fingerprint,
+                    }),
+                );
+            }
+        }
+        true
+    }
+
+    fn read_cert_file(&mut self, path: &Path, stamp: FileStamp) -> CertFile {
+        let certs = match fs::read(path) {
+            Ok(bytes) => match parse_certificate_file(path, &bytes) {
+                Ok(certs) => certs,
+                Err(reason) => {
+                    tracing::warn!(path = %path.display(), %reason, "file does not parse; left alone");
+                    Vec::new()
+                }
+            },
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "file cannot be read; left alone");
+                Vec::new()
+            }
+        };
+        let certs = certs.into_iter().filter_map(|x| self.facts(x, path)).collect();
+        CertFile {
+            path: path.to_owned(),
+            stamp,
+            certs,
+        }
+    }
+
+    fn facts(&mut self, cert: X509, path: &Path) -> Option<Arc<CertFacts>> {
+        let fingerprint = x509::sha256(&cert.to_der().ok()?);
+        if let Some(known) = self.parsed.get(&fingerprint) {
+            return Some(known.clone());
+        }
+        match CertFacts::new(cert) {
+            Ok(facts) => {
+                let facts = Arc::new(facts);
+                self.parsed.insert(fingerprint, facts.clone());
+                Some(facts)
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %x509::first_error(&e), "certificate skipped");
+                None
+            }
+        }
+    }
+
+    /// Builds the derived view of the current files.
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.generation += 1;
+        // Forget parses and links of certificates no longer in any file.
+        let live: HashSet<Fingerprint> = self
+            .certs
+            .values()
+            .flat_map(|f| f.certs.iter().map(|c| c.fingerprint))
+            .collect();
+        self.parsed.retain(|fp, _| live.contains(fp));
+        self.links.retain(|(a, b), _| live.contains(a) && live.contains(b));
+
+        let mut files: Vec<&Arc<CertFile>> = self.certs.values().collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let layout = &self.layout;
+        let links = &mut self.links;
+
+        let bundles: Vec<Bundle> = CaCertificateType::ALL
+            .iter()
+            .map(|ca| {
+                let path = layout.bundle_path(*ca);
+                let mode = layout.bundle_mode(*ca);
+                let mine = files.iter().filter(|f| match mode {
+                    BundleMode::File => f.path == path,
+                    BundleMode::Directory => f.path.parent() == Some(path),
+                });
+                Bundle::build(*ca, path, mode, mine, links)
+            })
+            .collect();
+
+        let mut keys: Vec<Arc<KeyFile>> = self.keys.values().cloned().collect();
+        keys.sort_by(|a, b| a.path.cmp(&b.path));
+
+        let leaves: Vec<LeafDomain> = [LeafCertificateType::CSMS, LeafCertificateType::V2G]
+            .iter()
+            .filter_map(|leaf| {
+                let (cert_dir, key_dir) = layout.config.leaf_dirs(*leaf)?;
+                let mine: Vec<&Arc<CertFile>> =
+                    files.iter().filter(|f| f.path.parent() == Some(cert_dir)).copied().collect();
+                let anchor = &bundles[ca_slot(leaf.anchor())];
+                Some(LeafDomain::build(*leaf, cert_dir, key_dir, &mine, &keys, anchor, links))
+            })
+            .collect();
+
+        let mut counted: HashSet<(&Path, Fingerprint)> = HashSet::new();
+        for bundle in &bundles {
+            for node in &bundle.nodes {
+                counted.insert((&bundle.path, node.cert.fingerprint));
+            }
+        }
+        for domain in &leaves {
+            for file in &domain.files {
+                for cert in &file.certs {
+                    counted.insert((&domain.cert_dir, cert.fingerprint));
+                }
+            }
+        }
+        let entries = counted.len() as u32;
+        let usage = StoreUsage {
+            files: self.certs.len() + self.keys.len(),
+            bytes: self.certs.values().map(|f| f.stamp.size).sum::<u64>()
+                + self.keys.values().map(|f| f.stamp.size).sum::<u64>(),
+        };
+
+        Snapshot {
+            generation: self.generation,
+            bundles,
+            leaves,
+            keys,
+            entries,
+            usage,
+            stores: Default::default(),
+        }
+    }
+}
+
+/// Parses a certificate file: PEM blocks, or DER for a file without any.
+fn parse_certificate_file(path: &Path, bytes: &[u8]) -> Result<Vec<X509>, String> {
+    let (certs, _) = x509::parse_pem_certificates(bytes).map_err(|e| e.to_string())?;
+    if certs.is_empty() && !bytes.is_empty() && path.extension().is_some_and(|e| e == "der") {
+        return X509::from_der(bytes)
+            .map(|c| vec![c])
+            .map_err(|e| x509::first_error(&e));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path, password: Option<&str>) -> Option<Fingerprint> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "key cannot be read");
+            return None;
+        }
+    };
+    // A passphrase is always given, so OpenSSL never prompts on a terminal.
+    match PKey::private_key_from_pem_passphrase(&bytes, password.unwrap_or("").as_bytes()) {
+        Ok(key) => x509::public_key_fingerprint(&key),
+        Err(_) => {
+            tracing::warn!(path = %path.display(), "key cannot be opened (wrong password, or a TPM key without its provider)");
+            None
+        }
+    }
+}
+
+/// Slot of a CA type in [`Snapshot::bundles`].
+pub fn ca_slot(ca: CaCertificateType) -> usize {
+    CaCertificateType::ALL.iter().position(|c| *c == ca).unwrap_or(0)
+}
+
+fn link_ok(
+    links: &mut HashMap<(Fingerprint, Fingerprint), bool>,
+    child: &CertFacts,
+    parent: &CertFacts,
+) -> bool {
+    if child.issuer_der != parent.subject_der || child.fingerprint == parent.fingerprint {
+        return false;
+    }
+    *links
+        .entry((child.fingerprint, parent.fingerprint))
+        .or_insert_with(|| child.is_issued_by(parent))
+}
+
+/// One certificate of a CA bundle.
+#[derive(Debug)]
+pub struct Node {
+    /// The certificate.
+    pub cert: Arc<CertFacts>,
+    /// Every file of the bundle that holds it.
+    pub files: Vec<PathBuf>,
+    /// Its issuer in the bundle.
+    pub parent: Option<usize>,
+    /// Certificates it issued in the bundle.
+    pub children: Vec<usize>,
+    /// Key bits of its issuer (its own for a root); `None` for an orphan.
+    pub issuer_key_bits: Option<Vec<u8>>,
+    /// SHA-256 hash data, when the issuer is known.
+    pub hash: Option<HashData>,
+}
+
+/// A CA bundle with its issuer structure.
+#[derive(Debug)]
+pub struct Bundle {
+    /// Its type.
+    pub ca: CaCertificateType,
+    /// Its configured path.
+    pub path: PathBuf,
+    /// File or directory.
+    pub mode: BundleMode,
+    /// Its certificates, without duplicates, in file order.
+    pub nodes: Vec<Node>,
+}
+
+impl Bundle {
+    fn build<'a>(
+        ca: CaCertificateType,
+        path: &Path,
+        mode: BundleMode,
+        files: impl Iterator<Item = &'a &'a Arc<CertFile>>,
+        links: &mut HashMap<(Fingerprint, Fingerprint), bool>,
+    ) -> Bundle {
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut by_fingerprint: HashMap<Fingerprint, usize> = HashMap::new();
+        for file in files {
+            for cert in &file.certs {
+                if let Some(&i) = by_fingerprint.get(&cert.fingerprint) {
+                    if !nodes[i].files.contains(&file.path) {
+                        nodes[i].files.push(file.path.clone());
+                    }
+                    continue;
+                }
+                by_fingerprint.insert(cert.fingerprint, nodes.len());
+                nodes.push(Node {
+                    cert: cert.clone(),
+                    files: vec![file.path.clone()],
+                    parent: None,
+                    children: Vec::new(),
+                    issuer_key_bits: None,
+                    hash: None,
+                });
+            }
+        }
+        let mut by_subject: HashMap<&[u8], Vec<usize>> = HashMap::new();
+        for (i, node) in nodes.iter().enumerate() {
+            by_subject.entry(node.cert.subject_der.as_slice()).or_default().push(i);
+        }
+        let mut parents: Vec<Option<usize>> = vec![None; nodes.len()];
+        for (i, node) in nodes.iter().enumerate() {
+            if node.cert.self_signed {
+                continue;
+            }
+            let candidates = by_subject.get(node.cert.issuer_der.as_slice());
+            parents[i] = candidates
+                .into_iter()
+                .flatten()
+                .copied()
+                .find(|&p| link_ok(links, &node.cert, &nodes[p].cert));
+        }
+        for (i, parent) in parents.iter().enumerate() {
+            nodes[i].parent = *parent;
+            let issuer_bits = match parent {
+                Some(p) => Some(nodes[*p].cert.key_bits.clone()),
+                None if nodes[i].cert.self_signed => Some(nodes[i].cert.key_bits.clone()),
+                None => None,
+            };
+            if let Some(p) = parent {
+                nodes[*p].children.push(i);
+            }
+            nodes[i].hash = issuer_bits
+                .as_deref()
+                .map(|bits| nodes[i].cert.hash_data(HashAlgorithm::SHA256, bits));
+            nodes[i].issuer_key_bits = issuer_bits;
+        }
+        Bundle {
+            ca,
+            path: path.to_owned(),
+            mode,
+            nodes,
+        }
+    }
+
+    /// Indexes of the self-signed roots.
+    pub fn roots(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].cert.self_signed)
+    }
+
+    /// Descendants of `i` in depth-first pre-order, `i` excluded. Safe
+    /// against issuer cycles.
+    pub fn descendants(&self, i: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::from([i]);
+        let mut stack: Vec<usize> = self.nodes[i].children.iter().rev().copied().collect();
+        while let Some(n) = stack.pop() {
+            if !seen.insert(n) {
+                continue;
+            }
+            out.push(n);
+            stack.extend(self.nodes[n].children.iter().rev().copied());
+        }
+        out
+    }
+
+    /// True when the bundle holds a currently valid self-signed certificate.
+    pub fn has_valid_root(&self, now: i64) -> bool {
+        self.roots().any(|i| self.nodes[i].cert.is_valid_at(now))
+    }
+}
+
+/// A leaf certificate: the first certificate of a file in a leaf directory.
+#[derive(Debug)]
+pub struct Leaf {
+    /// The certificate.
+    pub cert: Arc<CertFacts>,
+    /// Files whose first certificate it is (single file, chain files).
+    pub files: Vec<PathBuf>,
+    /// Its private key file, paired by public key.
+    pub key: Option<PathBuf>,
+    /// Its issuers, leaf side first; the root, when found, is last.
+    pub issuers: Vec<Arc<CertFacts>>,
+    /// SHA-256 hash data, when the issuer is known.
+    pub hash: Option<HashData>,
+}
+
+impl Leaf {
+    /// Key bits of the direct issuer.
+    pub fn issuer_key_bits(&self) -> Option<&[u8]> {
+        self.issuers.first().map(|i| i.key_bits.as_slice())
+    }
+}
+
+/// A leaf domain (CSMS or V2G): its files, keys and leaves.
+#[derive(Debug)]
+pub struct LeafDomain {
+    /// Its type.
+    pub leaf: LeafCertificateType,
+    /// Certificate directory.
+    pub cert_dir: PathBuf,
+    /// Key directory.
+    pub key_dir: PathBuf,
+    /// The certificate files.
+    pub files: Vec<Arc<CertFile>>,
+    /// The key files of the key directory.
+    pub keys: Vec<Arc<KeyFile>>,
+    /// Distinct leaves.
+    pub leaves: Vec<Leaf>,
+}
+
+impl LeafDomain {
+    fn build(
+        leaf: LeafCertificateType,
+        cert_dir: &Path,
+        key_dir: &Path,
+        files: &[&Arc<CertFile>],
+        all_keys: &[Arc<KeyFile>],
+        anchor: &Bundle,
+        links: &mut HashMap<(Fingerprint, Fingerprint), bool>,
+    ) -> LeafDomain {
+        let keys: Vec<Arc<KeyFile>> =
+            all_keys.iter().filter(|k| k.path.parent() == Some(key_dir)).cloned().collect();
+        let mut leaves: Vec<Leaf> = Vec::new();
+        let mut by_fingerprint: HashMap<Fingerprint, usize> = HashMap::new();
+        for file in files {
+            let Some(first) = file.certs.first() else { continue };
+            if let Some(&i) = by_fingerprint.get(&first.fingerprint) {
+                leaves[i].files.push(file.path.clone());
+                continue;
+            }
+            by_fingerprint.insert(first.fingerprint, leaves.len());
+            leaves.push(Leaf {
+                cert: first.clone(),
+                files: vec![file.path.clone()],
+                key: first.key_fingerprint.and_then(|fp| {
+                    keys.iter().find(|k| k.key_fingerprint == Some(fp)).map(|k| k.path.clone())
+                }),
+                issuers: Vec::new(),
+                hash: None,
+            });
+        }
+        for leaf in &mut leaves {
+            // Issuer candidates: the other certificates of the leaf's own
+            // files, then the domain's bundle.
+            let mut pool: Vec<Arc<CertFacts>> = files
+                .iter()
+                .filter(|f| leaf.files.contains(&f.path))
+                .flat_map(|f| f.certs.iter().skip(1).cloned())
+                .collect();
+            pool.extend(anchor.nodes.iter().map(|n| n.cert.clone()));
+            let mut current = leaf.cert.clone();
+            while leaf.issuers.len() < MAX_CHAIN_DEPTH && !current.self_signed {
+                let Some(issuer) = pool.iter().find(|p| link_ok(links, &current, p)).cloned() else {
+                    break;
+                };
+                if leaf.issuers.iter().any(|i| i.fingerprint == issuer.fingerprint) {
+                    break;
+                }
+                leaf.issuers.push(issuer.clone());
+                current = issuer;
+            }
+            leaf.hash = leaf
+                .issuer_key_bits()
+                .map(|bits| leaf.cert.hash_data(HashAlgorithm::SHA256, bits));
+        }
+        LeafDomain {
+            leaf,
+            cert_dir: cert_dir.to_owned(),
+            key_dir: key_dir.to_owned(),
+            files: files.iter().map(|f| (*f).clone()).collect(),
+            keys,
+            leaves,
+        }
+    }
+}
+
+/// Files and bytes the store takes, for quotas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreUsage {
+    /// Number of certificate and key files.
+    pub files: usize,
+    /// Their total size.
+    pub bytes: u64,
+}
+
+/// An immutable view of the store, shared by readers.
+pub struct Snapshot {
+    /// Increases with every change.
+    pub generation: u64,
+    /// The four bundles, in [`CaCertificateType::ALL`] order.
+    pub bundles: Vec<Bundle>,
+    /// The CSMS and V2G leaf domains.
+    pub leaves: Vec<LeafDomain>,
+    /// Every key file.
+    pub keys: Vec<Arc<KeyFile>>,
+    /// Distinct certificates per bundle or leaf directory
+    /// (`CertificateEntries`).
+    pub entries: u32,
+    /// What the store takes on disk.
+    pub usage: StoreUsage,
+    stores: [OnceLock<Option<X509Store>>; 16],
+}
+
+impl Snapshot {
+    /// A bundle by type.
+    pub fn bundle(&self, ca: CaCertificateType) -> &Bundle {
+        &self.bundles[ca_slot(ca)]
+    }
+
+    /// A leaf domain by type; `None` for MF and MO.
+    pub fn leaf_domain(&self, leaf: LeafCertificateType) -> Option<&LeafDomain> {
+        self.leaves.iter().find(|d| d.leaf == leaf)
+    }
+
+    /// The OpenSSL trust store of a set of bundles, built once per snapshot.
+    pub fn trust_store(&self, bundles: &[CaCertificateType]) -> Option<&X509Store> {
+        let mask = bundles.iter().fold(0usize, |m, ca| m | 1 << ca_slot(*ca));
+        self.stores[mask]
+            .get_or_init(|| {
+                let certs = bundles
+                    .iter()
+                    .flat_map(|ca| self.bundle(*ca).nodes.iter().map(|n| &n.cert.x509));
+                match x509::build_store(certs) {
+                    Ok(store) => Some(store),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot build trust store");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+}

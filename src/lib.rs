@@ -1,0 +1,18 @@
+//! evsec: the certificate store of an EV charging station, served on D-Bus.
+//!
+//! The library holds the whole core; `evsecd` and `evsecctl` are thin
+//! binaries over it, and the tests and benchmarks use it directly.
+
+pub mod config;
+pub mod daemon;
+pub mod dbus;
+pub mod index;
+pub mod security;
+pub mod store;
+pub mod testpki;
+pub mod types;
+pub mod watch;
+pub mod x509;
+
+pub use config::Config;
+pub use security::EvseSecurity;

@@ -1,0 +1,664 @@
+//! The certificate operations of the contract, on top of the store and
+//! the index. Synchronous: the D-Bus layer runs them on blocking threads.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use crate::config::{Config, ConfigError};
+use crate::index::{Bundle, Index, Snapshot, MAX_CHAIN_DEPTH};
+use crate::store::{self, BundleMode, Layout, StoreLock};
+use crate::types::{
+    CaCertificateType, CertificateType, CertificateValidationResult, DeleteCertificateResult,
+    GetInstalledCertificatesStatus, HashData, HashDataChain, InstallCertificateResult,
+    LeafCertificateType, StoreOperation,
+};
+use crate::watch::{Changes, Watcher};
+use crate::x509::{self, CertFacts, Fingerprint};
+
+/// A call that cannot be answered with a result value.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An argument is malformed; the message says which and why.
+    #[error("{0}")]
+    InvalidArgs(String),
+    /// Something failed inside the daemon; the message says what.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Why the store cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Another daemon holds the store.
+    #[error("store lock: {0}")]
+    Locked(std::io::Error),
+}
+
+/// A change on disk, reported as a `CertificateStoreUpdated` signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreChange {
+    /// Installed or deleted.
+    pub operation: StoreOperation,
+    /// The CA bundle that changed.
+    pub ca: Option<CaCertificateType>,
+    /// The leaf domain that changed.
+    pub leaf: Option<LeafCertificateType>,
+}
+
+/// A result value and the changes it made.
+pub type Outcome<T> = (T, Vec<StoreChange>);
+
+/// The certificate store: the single owner of the bundles and leaf
+/// directories.
+pub struct EvseSecurity {
+    layout: Layout,
+    watcher: Option<Watcher>,
+    /// Serialises writers and index updates. Readers never take it unless
+    /// the watcher reports a change on disk.
+    writer: Mutex<Index>,
+    current: RwLock<Arc<Snapshot>>,
+    _lock: StoreLock,
+}
+
+impl EvseSecurity {
+    /// Prepares the layout, takes the store lock, removes stale temporary
+    /// files and reads the whole store once.
+    pub fn open(config: Config) -> Result<EvseSecurity, OpenError> {
+        let layout = Layout::prepare(config)?;
+        let lock = StoreLock::acquire(&layout.config.certs_directory).map_err(OpenError::Locked)?;
+        layout.remove_stale_temp_files();
+        let watcher = match Watcher::new(&layout.watched_dirs()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "inotify unavailable; the store is listed again on every call");
+                None
+            }
+        };
+        let mut index = Index::load(layout.clone());
+        let snapshot = Arc::new(index.snapshot());
+        sync_hash_links(&layout, &snapshot);
+        if let Some(w) = &watcher {
+            // The links just written are not certificate files; drop their events.
+            let _ = w.drain();
+        }
+        tracing::info!(
+            certificates = snapshot.entries,
+            files = snapshot.usage.files,
+            "store loaded from {}",
+            layout.config.certs_directory.display()
+        );
+        Ok(EvseSecurity {
+            layout,
+            watcher,
+            writer: Mutex::new(index),
+            current: RwLock::new(snapshot),
+            _lock: lock,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.layout.config
+    }
+
+    /// The current view of the store, with any hand edits applied.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        if self.watcher.as_ref().is_none_or(Watcher::pending) {
+            let mut index = self.lock_writer();
+            self.apply_disk_changes(&mut index);
+        }
+        self.current_snapshot()
+    }
+
+    fn current_snapshot(&self) -> Arc<Snapshot> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Index> {
+        // A panic cannot leave the index half-changed: it is only replaced
+        // whole, so a poisoned lock is still consistent.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn apply_disk_changes(&self, index: &mut Index) {
+        let changed = match self.watcher.as_ref().map(Watcher::drain) {
+            None | Some(Changes::Rescan) => index.rescan(),
+            Some(Changes::Paths(paths)) => paths.iter().fold(false, |acc, p| index.refresh(p) | acc),
+        };
+        if changed {
+            self.publish(index);
+        }
+    }
+
+    fn publish(&self, index: &mut Index) {
+        let snapshot = Arc::new(index.snapshot());
+        sync_hash_links(&self.layout, &snapshot);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    }
+
+    /// Runs a write under the writer lock on an up-to-date snapshot, then
+    /// re-reads the paths it touched and publishes the new snapshot.
+    fn write<R>(&self, f: impl FnOnce(&Snapshot) -> (R, Vec<PathBuf>)) -> R {
+        let mut index = self.lock_writer();
+        self.apply_disk_changes(&mut index);
+        let snapshot = self.current_snapshot();
+        let (result, touched) = f(&snapshot);
+        if !touched.is_empty() {
+            for path in &touched {
+                index.refresh(path);
+            }
+            self.publish(&mut index);
+        }
+        result
+    }
+
+    fn check_size(&self, what: &str, text: &str) -> Result<(), Error> {
+        let limit = self.layout.config.limits.max_pem_bytes;
+        if text.len() > limit {
+            return Err(Error::InvalidArgs(format!(
+                "{what} is {} bytes; the limit is {limit} (limits.max_pem_bytes)",
+                text.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Contract 5.1.
+    pub fn install_ca_certificate(
+        &self,
+        pem: &str,
+        ca: CaCertificateType,
+    ) -> Result<Outcome<InstallCertificateResult>, Error> {
+        use InstallCertificateResult as R;
+        self.check_size("certificate", pem)?;
+        let cert = match x509::parse_pem_certificates(pem.as_bytes()) {
+            Ok((mut certs, 0)) if certs.len() == 1 => certs.remove(0),
+            _ => return Ok((R::InvalidFormat, vec![])),
+        };
+        let cert = match CertFacts::new(cert) {
+            Ok(c) => c,
+            Err(_) => return Ok((R::InvalidFormat, vec![])),
+        };
+        if !cert.is_ca {
+            return Ok((R::InvalidCertificateChain, vec![]));
+        }
+        if !cert.is_valid_at(x509::now()) {
+            return Ok((R::Expired, vec![]));
+        }
+        let limits = &self.layout.config.limits;
+        Ok(self.write(|snap| {
+            let bundle = snap.bundle(ca);
+            if bundle.nodes.iter().any(|n| n.cert.fingerprint == cert.fingerprint) {
+                return ((R::Accepted, vec![]), vec![]);
+            }
+            if !cert.self_signed {
+                let named: Vec<&CertFacts> = bundle
+                    .nodes
+                    .iter()
+                    .map(|n| n.cert.as_ref())
+                    .filter(|c| c.subject_der == cert.issuer_der)
+                    .collect();
+                if named.is_empty() && cert.subject_der != cert.issuer_der {
+                    return ((R::NoRootCertificateInstalled, vec![]), vec![]);
+                }
+                if !named.iter().any(|issuer| cert.is_issued_by(issuer)) {
+                    return ((R::InvalidSignature, vec![]), vec![]);
+                }
+            }
+            let pem = match cert.x509.to_pem() {
+                Ok(p) => p,
+                Err(_) => return ((R::InvalidFormat, vec![]), vec![]),
+            };
+            if snap.usage.files + 1 > limits.max_store_entries
+                || snap.usage.bytes + pem.len() as u64 > limits.max_store_bytes
+            {
+                tracing::warn!(ca = %ca, "store full; install refused");
+                return ((R::CertificateStoreMaxLengthExceeded, vec![]), vec![]);
+            }
+            let written = match bundle.mode {
+                BundleMode::File => append_to_bundle_file(&bundle.path, &pem),
+                BundleMode::Directory => {
+                    let path = bundle.path.join(format!("{}_ROOT_{}.pem", ca, store::random_suffix()));
+                    store::atomic_write(&path, &pem, store::CERT_MODE).map(|()| path)
+                }
+            };
+            match written {
+                Ok(path) => {
+                    tracing::info!(ca = %ca, subject = %cert.common_name(), path = %path.display(), "CA certificate installed");
+                    let changes = self.changes_for_path(StoreOperation::Installed, &bundle.path, None);
+                    ((R::Accepted, changes), vec![path])
+                }
+                Err(e) => {
+                    tracing::error!(ca = %ca, error = %e, "CA certificate install failed");
+                    ((R::WriteError, vec![]), vec![])
+                }
+            }
+        }))
+    }
+
+    /// One change per CA type whose bundle is `bundle_path` (several types
+    /// may share a file), or the leaf type.
+    fn changes_for_path(
+        &self,
+        operation: StoreOperation,
+        bundle_path: &Path,
+        leaf: Option<LeafCertificateType>,
+    ) -> Vec<StoreChange> {
+        if let Some(leaf) = leaf {
+            return vec![StoreChange {
+                operation,
+                ca: None,
+                leaf: Some(leaf),
+            }];
+        }
+        CaCertificateType::ALL
+            .iter()
+            .filter(|ca| self.layout.bundle_path(**ca) == bundle_path)
+            .map(|ca| StoreChange {
+                operation,
+                ca: Some(*ca),
+                leaf: None,
+            })
+            .collect()
+    }
+
+    /// Contract 5.2.
+    pub fn delete_certificate(&self, query: &HashData) -> Outcome<DeleteCertificateResult> {
+        use DeleteCertificateResult as R;
+        self.write(|snap| {
+            // The station's own OCPP client certificate is never deleted
+            // (OCPP M04.FR.06), and nothing else is touched in that case.
+            if let Some(csms) = snap.leaf_domain(LeafCertificateType::CSMS) {
+                if csms.leaves.iter().any(|l| leaf_matches(l, query)) {
+                    tracing::warn!("delete refused: the hash names the CSMS client certificate");
+                    return ((R::Failed, vec![]), vec![]);
+                }
+            }
+
+            let mut touched: Vec<PathBuf> = Vec::new();
+            let mut changes: Vec<StoreChange> = Vec::new();
+            let mut failed = false;
+            let mut done_paths: HashSet<&Path> = HashSet::new();
+            for bundle in &snap.bundles {
+                if !done_paths.insert(&bundle.path) {
+                    continue;
+                }
+                let doomed = doomed_nodes(bundle, query);
+                if doomed.is_empty() {
+                    continue;
+                }
+                for node in &doomed {
+                    let c = &bundle.nodes[*node].cert;
+                    tracing::info!(ca = %bundle.ca, subject = %c.common_name(), serial = %c.serial, "deleting CA certificate");
+                }
+                let fingerprints: HashSet<Fingerprint> =
+                    doomed.iter().map(|i| bundle.nodes[*i].cert.fingerprint).collect();
+                let files: BTreeSet<&PathBuf> = doomed.iter().flat_map(|i| &bundle.nodes[*i].files).collect();
+                for file in files {
+                    touched.push(file.clone());
+                    let keep_empty_file = bundle.mode == BundleMode::File;
+                    if let Err(e) = remove_certificates(file, &fingerprints, keep_empty_file) {
+                        tracing::error!(path = %file.display(), error = %e, "delete failed");
+                        failed = true;
+                    }
+                }
+                changes.extend(self.changes_for_path(StoreOperation::Deleted, &bundle.path, None));
+            }
+
+            if let Some(secc) = snap.leaf_domain(LeafCertificateType::V2G) {
+                let all_leaves = snap.leaves.iter().flat_map(|d| &d.leaves);
+                let doomed: Vec<_> = secc.leaves.iter().filter(|l| leaf_matches(l, query)).collect();
+                let doomed_fps: HashSet<Fingerprint> = doomed.iter().map(|l| l.cert.fingerprint).collect();
+                let kept_keys: HashSet<&PathBuf> = all_leaves
+                    .filter(|l| !doomed_fps.contains(&l.cert.fingerprint))
+                    .filter_map(|l| l.key.as_ref())
+                    .collect();
+                for leaf in &doomed {
+                    tracing::info!(leaf = "V2G", subject = %leaf.cert.common_name(), serial = %leaf.cert.serial, "deleting leaf certificate");
+                    let mut paths: Vec<PathBuf> = leaf.files.clone();
+                    paths.extend(leaf.key.iter().filter(|k| !kept_keys.contains(k)).cloned());
+                    if let Some(hash) = &leaf.hash {
+                        for entry in store::ocsp_entries(&secc.cert_dir.join("ocsp")) {
+                            if entry.hash == *hash {
+                                paths.push(entry.hash_path);
+                                paths.push(entry.der_path);
+                            }
+                        }
+                    }
+                    for path in paths {
+                        if let Err(e) = store::remove_durably(&path) {
+                            tracing::error!(path = %path.display(), error = %e, "delete failed");
+                            failed = true;
+                        }
+                        touched.push(path);
+                    }
+                }
+                if !doomed.is_empty() {
+                    changes.push(StoreChange {
+                        operation: StoreOperation::Deleted,
+                        ca: None,
+                        leaf: Some(LeafCertificateType::V2G),
+                    });
+                }
+            }
+
+            let result = if touched.is_empty() {
+                R::NotFound
+            } else if failed {
+                R::Failed
+            } else {
+                R::Accepted
+            };
+            ((result, changes), touched)
+        })
+    }
+
+    /// Contract 5.4.
+    pub fn verify_certificate(
+        &self,
+        chain_pem: &str,
+        types: &[LeafCertificateType],
+    ) -> Result<CertificateValidationResult, Error> {
+        self.check_size("certificate chain", chain_pem)?;
+        let chain = match parse_chain(chain_pem) {
+            Some(chain) if chain.len() <= MAX_CHAIN_DEPTH => chain,
+            Some(_) => return Ok(CertificateValidationResult::InvalidChain),
+            None => return Ok(CertificateValidationResult::Unknown),
+        };
+        Ok(self.verify_parsed(&chain, types))
+    }
+
+    fn verify_parsed(&self, chain: &[CertFacts], types: &[LeafCertificateType]) -> CertificateValidationResult {
+        let snap = self.snapshot();
+        let now = x509::now();
+        let mut anchors: Vec<CaCertificateType> = types.iter().map(|t| t.anchor()).collect();
+        anchors.sort();
+        anchors.dedup();
+        anchors.retain(|ca| snap.bundle(*ca).has_valid_root(now));
+        if anchors.is_empty() {
+            return CertificateValidationResult::IssuerNotFound;
+        }
+        match snap.trust_store(&anchors) {
+            Some(store) => x509::verify_chain(store, chain, now),
+            None => CertificateValidationResult::Unknown,
+        }
+    }
+
+    /// Contract 5.5.
+    pub fn get_installed_certificates(
+        &self,
+        types: &[CertificateType],
+    ) -> (GetInstalledCertificatesStatus, Vec<HashDataChain>) {
+        let snap = self.snapshot();
+        let mut wanted: Vec<CertificateType> =
+            if types.is_empty() { CertificateType::ALL.to_vec() } else { types.to_vec() };
+        let mut seen = HashSet::new();
+        wanted.retain(|t| seen.insert(*t));
+        let mut chains = Vec::new();
+        for certificate_type in wanted {
+            match certificate_type.bundle() {
+                Some(ca) => {
+                    let bundle = snap.bundle(ca);
+                    for root in bundle.roots() {
+                        let Some(hash) = bundle.nodes[root].hash.clone() else { continue };
+                        chains.push(HashDataChain {
+                            certificate_type,
+                            certificate_hash_data: hash,
+                            child_certificate_hash_data: bundle
+                                .descendants(root)
+                                .into_iter()
+                                .filter_map(|i| bundle.nodes[i].hash.clone())
+                                .collect(),
+                        });
+                    }
+                }
+                None => {
+                    let Some(secc) = snap.leaf_domain(LeafCertificateType::V2G) else { continue };
+                    for leaf in secc.leaves.iter().filter(|l| l.key.is_some()) {
+                        let Some(hash) = leaf.hash.clone() else { continue };
+                        // Each sub-CA's hash needs its own issuer's key.
+                        let children = leaf
+                            .issuers
+                            .windows(2)
+                            .filter(|w| !w[0].self_signed)
+                            .map(|w| w[0].hash_data(crate::types::HashAlgorithm::SHA256, &w[1].key_bits))
+                            .collect();
+                        chains.push(HashDataChain {
+                            certificate_type,
+                            certificate_hash_data: hash,
+                            child_certificate_hash_data: children,
+                        });
+                    }
+                }
+            }
+        }
+        let status = if chains.is_empty() {
+            GetInstalledCertificatesStatus::NotFound
+        } else {
+            GetInstalledCertificatesStatus::Accepted
+        };
+        (status, chains)
+    }
+
+    /// Contract 5.9.
+    pub fn is_ca_certificate_installed(&self, ca: CaCertificateType) -> bool {
+        self.snapshot().bundle(ca).has_valid_root(x509::now())
+    }
+
+    /// Contract 5.13: the file to hand to a TLS stack as CAfile.
+    pub fn get_verify_file(&self, ca: CaCertificateType) -> String {
+        let snap = self.snapshot();
+        let bundle = snap.bundle(ca);
+        match bundle.mode {
+            BundleMode::File => bundle.path.display().to_string(),
+            BundleMode::Directory => {
+                let now = x509::now();
+                bundle
+                    .roots()
+                    .map(|i| &bundle.nodes[i])
+                    .filter(|n| n.cert.is_valid_at(now))
+                    .flat_map(|n| n.files.iter())
+                    .min()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// Contract 5.14: the file or `-CApath` directory of a bundle.
+    pub fn get_verify_location(&self, ca: CaCertificateType) -> String {
+        let snap = self.snapshot();
+        let bundle = snap.bundle(ca);
+        match bundle.mode {
+            BundleMode::File => bundle.path.display().to_string(),
+            BundleMode::Directory if bundle.nodes.is_empty() => String::new(),
+            BundleMode::Directory => bundle.path.display().to_string(),
+        }
+    }
+
+    /// The `CertificateEntries` property.
+    pub fn certificate_entries(&self) -> u32 {
+        self.snapshot().entries
+    }
+}
+
+/// Parses a chain argument; `None` when it holds no certificate or a block
+/// that does not parse.
+fn parse_chain(pem: &str) -> Option<Vec<CertFacts>> {
+    let (certs, _) = x509::parse_pem_certificates(pem.as_bytes()).ok()?;
+    if certs.is_empty() {
+        return None;
+    }
+    certs.into_iter().map(|c| CertFacts::new(c).ok()).collect()
+}
+
+/// True when `cert`, issued by the holder of `issuer_key_bits`, has the hash
+/// data `query`. SHA-384 and SHA-512 are computed on demand.
+pub fn hash_matches(
+    cert: &CertFacts,
+    precomputed: Option<&HashData>,
+    issuer_key_bits: Option<&[u8]>,
+    query: &HashData,
+) -> bool {
+    if cert.serial != query.serial_number {
+        return false;
+    }
+    match (precomputed, issuer_key_bits) {
+        (Some(h), _) if h.hash_algorithm == query.hash_algorithm => h == query,
+        (_, Some(bits)) => cert.hash_data(query.hash_algorithm, bits) == *query,
+        _ => false,
+    }
+}
+
+fn leaf_matches(leaf: &crate::index::Leaf, query: &HashData) -> bool {
+    hash_matches(&leaf.cert, leaf.hash.as_ref(), leaf.issuer_key_bits(), query)
+}
+
+/// The nodes a delete removes from a bundle: each match and its descendants.
+fn doomed_nodes(bundle: &Bundle, query: &HashData) -> Vec<usize> {
+    let mut doomed = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, node) in bundle.nodes.iter().enumerate() {
+        if hash_matches(&node.cert, node.hash.as_ref(), node.issuer_key_bits.as_deref(), query) {
+            for n in std::iter::once(i).chain(bundle.descendants(i)) {
+                if seen.insert(n) {
+                    doomed.push(n);
+                }
+            }
+        }
+    }
+    doomed
+}
+
+/// Appends a certificate to a file-mode bundle, keeping every byte already
+/// there.
+fn append_to_bundle_file(path: &Path, pem: &[u8]) -> std::io::Result<PathBuf> {
+    let mut content = match fs::read(path) {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    if !content.is_empty() && !content.ends_with(b"\n") {
+        content.push(b'\n');
+    }
+    content.extend_from_slice(pem);
+    store::atomic_write(path, &content, existing_mode(path))?;
+    Ok(path.to_owned())
+}
+
+fn existing_mode(path: &Path) -> u32 {
+    fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(store::CERT_MODE)
+}
+
+/// Removes the certificates with the given fingerprints from a file,
+/// keeping every other byte. A file left with no certificate is removed,
+/// unless it is a file-mode bundle, which stays as an empty file.
+fn remove_certificates(path: &Path, doomed: &HashSet<Fingerprint>, keep_empty_file: bool) -> std::io::Result<()> {
+    let content = fs::read(path)?;
+    let blocks = x509::pem_blocks(&content).map_err(std::io::Error::other)?;
+    let mut out = Vec::with_capacity(content.len());
+    let mut pos = 0;
+    let mut left = 0;
+    for block in blocks.iter().filter(|b| b.label == "CERTIFICATE") {
+        let fingerprint = openssl::x509::X509::from_pem(&content[block.range.clone()])
+            .ok()
+            .and_then(|c| c.to_der().ok())
+            .map(|der| x509::sha256(&der));
+        if fingerprint.is_some_and(|fp| doomed.contains(&fp)) {
+            out.extend_from_slice(&content[pos..block.range.start]);
+            pos = block.range.end;
+            if content.get(pos) == Some(&b'\n') {
+                pos += 1;
+            }
+        } else {
+            left += 1;
+        }
+    }
+    out.extend_from_slice(&content[pos..]);
+    // A DER file has no blocks: it holds exactly the doomed certificate.
+    if (left == 0 || blocks.is_empty()) && !keep_empty_file {
+        return store::remove_durably(path);
+    }
+    if blocks.is_empty() {
+        out.clear();
+    }
+    store::atomic_write(path, &out, existing_mode(path))
+}
+
+/// Keeps the OpenSSL `<subject-hash>.<n>` links of every directory bundle
+/// in step with its `.pem` files, so the directory works as `-CApath`.
+fn sync_hash_links(layout: &Layout, snap: &Snapshot) {
+    let mut done = HashSet::new();
+    for bundle in snap.bundles.iter().filter(|b| b.mode == BundleMode::Directory) {
+        if !done.insert(&bundle.path) {
+            continue;
+        }
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        let mut pairs: Vec<(u32, String)> = bundle
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                let hash = n.cert.x509.subject_name_hash();
+                n.files
+                    .iter()
+                    .filter(|f| f.extension().is_some_and(|e| e == "pem"))
+                    .filter_map(move |f| Some((hash, f.file_name()?.to_string_lossy().into_owned())))
+            })
+            .collect();
+        pairs.sort();
+        pairs.dedup();
+        let mut last: Option<u32> = None;
+        let mut n = 0;
+        for (hash, file) in pairs {
+            n = if last == Some(hash) { n + 1 } else { 0 };
+            last = Some(hash);
+            wanted.push((format!("{hash:08x}.{n}"), file));
+        }
+        if let Err(e) = apply_links(&bundle.path, &wanted) {
+            tracing::warn!(dir = %bundle.path.display(), error = %e, "cannot update hash links");
+        }
+    }
+    let _ = layout;
+}
+
+fn is_hash_link_name(name: &str) -> bool {
+    matches!(name.split_once('.'), Some((h, n)) if h.len() == 8
+        && h.bytes().all(|b| b.is_ascii_hexdigit())
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn apply_links(dir: &Path, wanted: &[(String, String)]) -> std::io::Result<()> {
+    let mut changed = false;
+    let wanted_names: HashSet<&str> = wanted.iter().map(|(l, _)| l.as_str()).collect();
+    for entry in fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_hash_link_name(&name) && entry.file_type()?.is_symlink() && !wanted_names.contains(name.as_str()) {
+            fs::remove_file(entry.path())?;
+            changed = true;
+        }
+    }
+    for (link, target) in wanted {
+        let path = dir.join(link);
+        match fs::read_link(&path) {
+            Ok(t) if t == Path::new(target) => continue,
+            Ok(_) => fs::remove_file(&path)?,
+            Err(_) if path.symlink_metadata().is_ok() => continue, // a user's own file: leave it
+            Err(_) => {}
+        }
+        symlink(target, &path)?;
+        changed = true;
+    }
+    if changed {
+        store::sync_dir(dir)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,446 @@
+//! The on-disk store: the EVerest layout, file names and atomic, durable I/O.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::{Config, ConfigError};
+use crate::types::{CaCertificateType, LeafCertificateType};
+
+/// Prefix of the daemon's temporary files. They are never parsed, and the
+/// ones a crash left behind are removed at start.
+pub const TEMP_PREFIX: &str = ".evsec-tmp-";
+
+/// Mode of certificate and bundle files.
+pub const CERT_MODE: u32 = 0o644;
+/// Mode of private key files.
+pub const KEY_MODE: u32 = 0o600;
+
+/// How a CA bundle is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleMode {
+    /// One PEM file holding every certificate.
+    File,
+    /// A directory of PEM files.
+    Directory,
+}
+
+/// What a path in the store is, as far as the index is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FileKind {
+    /// A file holding certificates (bundle or leaf directory).
+    Certificates,
+    /// A private key (`.key`, or `.tkey` for a TPM key).
+    Key,
+}
+
+/// The resolved layout: the config's paths plus the mode of each bundle.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The configuration it came from.
+    pub config: Config,
+    modes: [BundleMode; 4],
+}
+
+fn ca_index(ca: CaCertificateType) -> usize {
+    match ca {
+        CaCertificateType::V2G => 0,
+        CaCertificateType::MO => 1,
+        CaCertificateType::CSMS => 2,
+        CaCertificateType::MF => 3,
+    }
+}
+
+/// True for names the index reads as certificate files.
+pub fn is_certificate_name(name: &OsStr) -> bool {
+    let name = name.to_string_lossy();
+    !name.starts_with(TEMP_PREFIX) && (name.ends_with(".pem") || name.ends_with(".der"))
+}
+
+/// True for names the index reads as private keys.
+pub fn is_key_name(name: &OsStr) -> bool {
+    let name = name.to_string_lossy();
+    !name.starts_with(TEMP_PREFIX) && (name.ends_with(".key") || name.ends_with(".tkey"))
+}
+
+impl Layout {
+    /// Checks the configured paths and creates the missing ones, as EVerest
+    /// does: a bundle path with an extension becomes an empty file, one
+    /// without becomes a directory; leaf directories are created.
+    pub fn prepare(config: Config) -> Result<Layout, ConfigError> {
+        let unusable = |key: &'static str, path: &Path, why: String| ConfigError::Value {
+            key,
+            message: format!("{}: {why}", path.display()),
+        };
+        create_dir(&config.certs_directory)
+            .map_err(|e| unusable("certs_directory", &config.certs_directory, e.to_string()))?;
+
+        let mut modes = [BundleMode::File; 4];
+        for ca in CaCertificateType::ALL {
+            let key = Config::ca_bundle_key(*ca);
+            let path = config.ca_bundle(*ca);
+            let mode = if path.is_dir() {
+                BundleMode::Directory
+            } else if path.extension().is_none() {
+                create_dir(path).map_err(|e| unusable(key, path, e.to_string()))?;
+                BundleMode::Directory
+            } else {
+                if !is_certificate_name(path.as_os_str()) {
+                    return Err(unusable(key, path, "a bundle file must end in .pem or .der".into()));
+                }
+                if let Some(parent) = path.parent() {
+                    create_dir(parent).map_err(|e| unusable(key, path, e.to_string()))?;
+                }
+                if !path.exists() {
+                    atomic_write(path, b"", CERT_MODE).map_err(|e| unusable(key, path, e.to_string()))?;
+                } else if !path.is_file() {
+                    return Err(unusable(key, path, "not a regular file".into()));
+                }
+                BundleMode::File
+            };
+            let dir = match mode {
+                BundleMode::Directory => path,
+                BundleMode::File => path.parent().unwrap_or(Path::new("/")),
+            };
+            probe_writable(dir).map_err(|e| unusable(key, dir, e.to_string()))?;
+            modes[ca_index(*ca)] = mode;
+        }
+
+        let leaf_keys = [
+            ("csms_leaf_cert_directory", &config.csms_leaf_cert_directory),
+            ("csms_leaf_key_directory", &config.csms_leaf_key_directory),
+            ("secc_leaf_cert_directory", &config.secc_leaf_cert_directory),
+            ("secc_leaf_key_directory", &config.secc_leaf_key_directory),
+        ];
+        for (key, dir) in leaf_keys {
+            if dir.exists() && !dir.is_dir() {
+                return Err(unusable(key, dir, "not a directory".into()));
+            }
+            create_dir(dir).map_err(|e| unusable(key, dir, e.to_string()))?;
+            probe_writable(dir).map_err(|e| unusable(key, dir, e.to_string()))?;
+            // A leaf directory inside the CA store would let leaf clean-up
+            // touch CA files.
+            for ca in CaCertificateType::ALL {
+                if config.ca_bundle(*ca) == dir.as_path() {
+                    return Err(unusable(key, dir, format!("is also `{}`", Config::ca_bundle_key(*ca))));
+                }
+            }
+        }
+        Ok(Layout { config, modes })
+    }
+
+    /// The path of a bundle.
+    pub fn bundle_path(&self, ca: CaCertificateType) -> &Path {
+        self.config.ca_bundle(ca)
+    }
+
+    /// The mode of a bundle.
+    pub fn bundle_mode(&self, ca: CaCertificateType) -> BundleMode {
+        self.modes[ca_index(ca)]
+    }
+
+    /// Every directory whose entries the index reads, without duplicates.
+    pub fn watched_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for ca in CaCertificateType::ALL {
+            let path = self.bundle_path(*ca);
+            let dir = match self.bundle_mode(*ca) {
+                BundleMode::Directory => path.to_owned(),
+                BundleMode::File => path.parent().map(Path::to_owned).unwrap_or_default(),
+            };
+            dirs.push(dir);
+        }
+        for leaf in [LeafCertificateType::CSMS, LeafCertificateType::V2G] {
+            if let Some((certs, keys)) = self.config.leaf_dirs(leaf) {
+                dirs.push(certs.to_owned());
+                dirs.push(keys.to_owned());
+            }
+        }
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// What `path` is in this store, or `None` when the index ignores it.
+    pub fn classify(&self, path: &Path) -> Option<FileKind> {
+        let name = path.file_name()?;
+        let parent = path.parent()?;
+        let in_cert_dir = CaCertificateType::ALL.iter().any(|ca| match self.bundle_mode(*ca) {
+            BundleMode::File => self.bundle_path(*ca) == path,
+            BundleMode::Directory => self.bundle_path(*ca) == parent,
+        }) || self.config.csms_leaf_cert_directory == parent
+            || self.config.secc_leaf_cert_directory == parent;
+        if in_cert_dir && is_certificate_name(name) {
+            return Some(FileKind::Certificates);
+        }
+        let in_key_dir =
+            self.config.csms_leaf_key_directory == parent || self.config.secc_leaf_key_directory == parent;
+        (in_key_dir && is_key_name(name)).then_some(FileKind::Key)
+    }
+
+    /// Every file of the store that the index reads, found by listing the
+    /// watched directories.
+    pub fn list_files(&self) -> Vec<(PathBuf, FileKind)> {
+        let mut out = Vec::new();
+        for dir in self.watched_dirs() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                tracing::warn!(dir = %dir.display(), "cannot list directory");
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if let Some(kind) = self.classify(&path) {
+                    out.push((path, kind));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Removes temporary files that a crash left behind.
+    pub fn remove_stale_temp_files(&self) {
+        for dir in self.watched_dirs() {
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                    let path = entry.path();
+                    match fs::remove_file(&path) {
+                        Ok(()) => tracing::info!(path = %path.display(), "removed stale temporary file"),
+                        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove stale temporary file"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn create_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir_all(path)?;
+    if !path.is_dir() {
+        return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
+    }
+    Ok(())
+}
+
+fn probe_writable(dir: &Path) -> io::Result<()> {
+    let probe = dir.join(format!("{TEMP_PREFIX}probe-{}", std::process::id()));
+    File::create(&probe)?;
+    fs::remove_file(&probe)
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+static NAME_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `data` to `path` whole or not at all: a temporary file in the same
+/// directory, fsync, rename over the target, fsync of the directory.
+pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().ok_or_else(|| io::Error::other("path has no directory"))?;
+    let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
+    let tmp = dir.join(format!(
+        "{TEMP_PREFIX}{}-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        // The umask may have narrowed the mode; set it exactly.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes a file and makes the removal durable. A file that is already
+/// gone counts as removed.
+pub fn remove_durably(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    path.parent().map_or(Ok(()), sync_dir)
+}
+
+/// fsync of a directory, so that renames and unlinks in it survive a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Identity and version of a file: a change in any field means the file
+/// must be read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Inode number.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds.
+    pub mtime_ns: i128,
+    /// Status change time, nanoseconds.
+    pub ctime_ns: i128,
+}
+
+impl FileStamp {
+    /// The stamp of a file's metadata.
+    pub fn of(meta: &fs::Metadata) -> FileStamp {
+        FileStamp {
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        }
+    }
+}
+
+/// The EVerest random file-name suffix:
+/// `M<MM>_D<DD>_Y<YYYY>_H<hh>_M<mm>_S<ss>_i<n>_r<rand>`, in UTC.
+pub fn random_suffix() -> String {
+    let now = crate::x509::now();
+    let (year, month, day) = civil_from_days(now.div_euclid(86_400));
+    let secs = now.rem_euclid(86_400);
+    let mut rand = [0u8; 4];
+    let _ = openssl::rand::rand_bytes(&mut rand);
+    let rand = (u32::from_le_bytes(rand) & 0x7fff_ffff).max(1);
+    format!(
+        "M{month:02}_D{day:02}_Y{year:04}_H{:02}_M{:02}_S{:02}_i{}_r{rand}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+        NAME_COUNTER.fetch_add(1, Ordering::Relaxed) + 1
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The file-name prefix of a leaf type (`SECC_LEAF_`, `CSMS_LEAF_`, …).
+pub fn leaf_prefix(leaf: LeafCertificateType) -> &'static str {
+    match leaf {
+        LeafCertificateType::CSMS => "CSMS_LEAF_",
+        LeafCertificateType::V2G => "SECC_LEAF_",
+        LeafCertificateType::MF => "MF_LEAF_",
+        LeafCertificateType::MO => "MO_LEAF_",
+    }
+}
+
+/// A cached OCSP response in EVerest's layout: `<stem>.der` beside a
+/// four-line `<stem>.hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OcspEntry {
+    /// The `.hash` file.
+    pub hash_path: PathBuf,
+    /// The `.der` file.
+    pub der_path: PathBuf,
+    /// The hash data the `.hash` file holds, canonicalised.
+    pub hash: crate::types::HashData,
+}
+
+/// The OCSP entries of an `ocsp/` directory. Unreadable or malformed
+/// `.hash` files are skipped.
+pub fn ocsp_entries(dir: &Path) -> Vec<OcspEntry> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<OcspEntry> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let hash_path = entry.path();
+            if hash_path.extension()? != "hash" {
+                return None;
+            }
+            let text = fs::read_to_string(&hash_path).ok()?;
+            let fields: Vec<&str> = text.split_whitespace().collect();
+            let [alg, name, key, serial] = fields[..] else { return None };
+            let hash = crate::types::HashData::parse(alg, name, key, serial).ok()?;
+            Some(OcspEntry {
+                der_path: hash_path.with_extension("der"),
+                hash_path,
+                hash,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.hash_path.cmp(&b.hash_path));
+    out
+}
+
+/// Holds the store's lock file for the life of the daemon, so that two
+/// daemons never write one store.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
+}
+
+impl StoreLock {
+    /// Takes `<certs_directory>/.evsecd.lock`, or fails when another process
+    /// holds it.
+    pub fn acquire(certs_directory: &Path) -> io::Result<StoreLock> {
+        let path = certs_directory.join(".evsecd.lock");
+        let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(StoreLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is held by another evsecd", path.display()),
+            )),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_580), (2026, 5, 6));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn suffix_has_everest_shape() {
+        let s = random_suffix();
+        let parts: Vec<&str> = s.split('_').collect();
+        assert_eq!(parts.len(), 8, "{s}");
+        assert!(parts[0].starts_with('M') && parts[2].starts_with('Y') && parts[6].starts_with('i'));
+        assert!(parts[7].starts_with('r') && parts[7][1..].parse::<u32>().unwrap() >= 1);
+    }
+
+    #[test]
+    fn atomic_write_sets_mode_and_leaves_no_temp() {
+        let dir = std::env::temp_dir().join(format!("evsec-store-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.key");
+        atomic_write(&path, b"one", KEY_MODE).unwrap();
+        atomic_write(&path, b"two", KEY_MODE).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("k.key")]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

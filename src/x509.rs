@@ -1,0 +1,370 @@
+//! The X.509 work: PEM parsing, hash data, issuer links and chain
+//! verification. Everything here is synchronous OpenSSL code with no I/O.
+
+use std::ops::Range;
+
+use foreign_types_shared::ForeignTypeRef;
+use openssl::asn1::{Asn1Time, Asn1TimeRef};
+use openssl::hash::{hash, MessageDigest};
+use openssl::stack::Stack;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::{X509Ref, X509StoreContext, X509VerifyResult, X509};
+
+use crate::types::{CertificateValidationResult, HashAlgorithm, HashData};
+
+mod ffi {
+    extern "C" {
+        pub fn X509_get0_pubkey_bitstr(x: *const openssl_sys::X509) -> *mut openssl_sys::ASN1_BIT_STRING;
+        pub fn X509_STORE_CTX_get0_param(
+            ctx: *mut openssl_sys::X509_STORE_CTX,
+        ) -> *mut openssl_sys::X509_VERIFY_PARAM;
+    }
+}
+
+/// A SHA-256 digest, used as an identity for certificates and public keys.
+pub type Fingerprint = [u8; 32];
+
+/// A certificate that failed to parse, or input that is not PEM.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    /// A BEGIN line without its END line.
+    #[error("PEM block `{label}` at byte {offset} has no END line")]
+    Unterminated {
+        /// The block's label.
+        label: String,
+        /// Where the block starts.
+        offset: usize,
+    },
+    /// A certificate block whose content OpenSSL refused.
+    #[error("certificate {index} does not parse: {reason}")]
+    BadCertificate {
+        /// Position of the block among the certificates, from 0.
+        index: usize,
+        /// OpenSSL's reason.
+        reason: String,
+    },
+}
+
+/// One `-----BEGIN x-----` … `-----END x-----` block of a PEM text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PemBlock {
+    /// The label, such as `CERTIFICATE`.
+    pub label: String,
+    /// The byte range of the whole block, END line included (without its
+    /// line break).
+    pub range: Range<usize>,
+}
+
+/// Finds the PEM blocks in `text`. Only the block boundaries are located
+/// here; the content is left to OpenSSL. Text between blocks is ignored.
+pub fn pem_blocks(text: &[u8]) -> Result<Vec<PemBlock>, PemError> {
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    const END: &[u8] = b"-----END ";
+    let mut blocks = Vec::new();
+    let mut pos = 0;
+    while let Some(start) = find(&text[pos..], BEGIN).map(|i| i + pos) {
+        let label_start = start + BEGIN.len();
+        let label_end = match find(&text[label_start..], b"-----") {
+            Some(i) => label_start + i,
+            None => break,
+        };
+        let label = String::from_utf8_lossy(&text[label_start..label_end]).into_owned();
+        let mut end_marker = END.to_vec();
+        end_marker.extend_from_slice(label.as_bytes());
+        end_marker.extend_from_slice(b"-----");
+        let Some(end) = find(&text[label_end..], &end_marker).map(|i| i + label_end) else {
+            return Err(PemError::Unterminated {
+                label,
+                offset: start,
+            });
+        };
+        let block_end = end + end_marker.len();
+        blocks.push(PemBlock {
+            label,
+            range: start..block_end,
+        });
+        pos = block_end;
+    }
+    Ok(blocks)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The certificates of a PEM text, in order. Blocks with other labels are
+/// reported in the second element so callers can refuse them.
+pub fn parse_pem_certificates(text: &[u8]) -> Result<(Vec<X509>, usize), PemError> {
+    let mut certs = Vec::new();
+    let mut others = 0;
+    for block in pem_blocks(text)? {
+        if block.label != "CERTIFICATE" {
+            others += 1;
+            continue;
+        }
+        let index = certs.len();
+        let cert = X509::from_pem(&text[block.range]).map_err(|e| PemError::BadCertificate {
+            index,
+            reason: first_error(&e),
+        })?;
+        certs.push(cert);
+    }
+    Ok((certs, others))
+}
+
+/// The first OpenSSL reason of an error stack, for messages.
+pub fn first_error(e: &openssl::error::ErrorStack) -> String {
+    e.errors()
+        .first()
+        .and_then(|e| e.reason().map(str::to_owned))
+        .unwrap_or_else(|| e.to_string())
+}
+
+/// SHA-256 of some bytes.
+pub fn sha256(data: &[u8]) -> Fingerprint {
+    let mut out = [0u8; 32];
+    if let Ok(d) = hash(MessageDigest::sha256(), data) {
+        out.copy_from_slice(&d);
+    }
+    out
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The subjectPublicKey BIT STRING contents of a certificate, exactly as
+/// encoded (RFC 6960 issuerKeyHash input).
+pub fn public_key_bits(cert: &X509Ref) -> Vec<u8> {
+    // SAFETY: the returned pointer is owned by `cert` and valid while it lives;
+    // it is copied out at once.
+    unsafe {
+        let bits = ffi::X509_get0_pubkey_bitstr(cert.as_ptr());
+        if bits.is_null() {
+            return Vec::new();
+        }
+        openssl::asn1::Asn1BitStringRef::from_ptr(bits).as_slice().to_vec()
+    }
+}
+
+/// Identity of a certificate's public key, shared with the private key that
+/// belongs to it.
+pub fn public_key_fingerprint<T: openssl::pkey::HasPublic>(
+    key: &openssl::pkey::PKeyRef<T>,
+) -> Option<Fingerprint> {
+    key.public_key_to_der().ok().map(|der| sha256(&der))
+}
+
+/// The facts about one certificate that never change: computed once when
+/// it is parsed.
+#[derive(Clone)]
+pub struct CertFacts {
+    /// The parsed certificate.
+    pub x509: X509,
+    /// SHA-256 of the DER.
+    pub fingerprint: Fingerprint,
+    /// DER of the subject Name.
+    pub subject_der: Vec<u8>,
+    /// DER of the issuer Name.
+    pub issuer_der: Vec<u8>,
+    /// subjectPublicKey bits.
+    pub key_bits: Vec<u8>,
+    /// Identity of the public key.
+    pub key_fingerprint: Option<Fingerprint>,
+    /// Canonical hex serial.
+    pub serial: String,
+    /// basicConstraints CA:TRUE.
+    pub is_ca: bool,
+    /// Subject equals issuer and the certificate's own key verifies it.
+    pub self_signed: bool,
+    /// notBefore, seconds since the epoch.
+    pub not_before: i64,
+    /// notAfter, seconds since the epoch.
+    pub not_after: i64,
+}
+
+impl CertFacts {
+    /// Computes the facts of a certificate.
+    pub fn new(x509: X509) -> Result<CertFacts, openssl::error::ErrorStack> {
+        let der = x509.to_der()?;
+        let subject_der = x509.subject_name().to_der()?;
+        let issuer_der = x509.issuer_name().to_der()?;
+        let serial = crate::types::canonical_serial(&x509.serial_number().to_bn()?.to_hex_str()?);
+        let key = x509.public_key().ok();
+        let key_fingerprint = key.as_ref().and_then(|k| public_key_fingerprint(k));
+        let self_signed = subject_der == issuer_der
+            && key.as_ref().is_some_and(|k| x509.verify(k).unwrap_or(false));
+        // SAFETY: reads cached extension flags of a valid certificate.
+        let flags = unsafe { openssl_sys::X509_get_extension_flags(x509.as_ptr()) };
+        Ok(CertFacts {
+            fingerprint: sha256(&der),
+            key_bits: public_key_bits(&x509),
+            is_ca: flags & openssl_sys::EXFLAG_CA != 0,
+            not_before: unix_time(x509.not_before()),
+            not_after: unix_time(x509.not_after()),
+            x509,
+            subject_der,
+            issuer_der,
+            key_fingerprint,
+            serial,
+            self_signed,
+        })
+    }
+
+    /// Hash data of this certificate, given its issuer's key bits.
+    pub fn hash_data(&self, algorithm: HashAlgorithm, issuer_key_bits: &[u8]) -> HashData {
+        let digest = |data: &[u8]| {
+            hash(algorithm.message_digest(), data)
+                .map(|d| hex(&d))
+                .unwrap_or_default()
+        };
+        HashData {
+            hash_algorithm: algorithm,
+            issuer_name_hash: digest(&self.issuer_der),
+            issuer_key_hash: digest(issuer_key_bits),
+            serial_number: self.serial.clone(),
+        }
+    }
+
+    /// True when `self` is signed by `issuer`: names and key identifiers
+    /// match and the signature verifies. Validity dates play no part.
+    pub fn is_issued_by(&self, issuer: &CertFacts) -> bool {
+        if self.issuer_der != issuer.subject_der {
+            return false;
+        }
+        if issuer.x509.issued(&self.x509) != X509VerifyResult::OK {
+            return false;
+        }
+        issuer
+            .x509
+            .public_key()
+            .is_ok_and(|k| self.x509.verify(&k).unwrap_or(false))
+    }
+
+    /// notBefore ≤ now ≤ notAfter.
+    pub fn is_valid_at(&self, now: i64) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+
+    /// The subject's commonName, for logs and listings.
+    pub fn common_name(&self) -> String {
+        self.x509
+            .subject_name()
+            .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+            .next()
+            .and_then(|e| e.data().to_string().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Seconds since the epoch of an ASN.1 time.
+pub fn unix_time(t: &Asn1TimeRef) -> i64 {
+    let Ok(epoch) = Asn1Time::from_unix(0) else {
+        return 0;
+    };
+    match epoch.diff(t) {
+        Ok(d) => i64::from(d.days) * 86_400 + i64::from(d.secs),
+        Err(_) => 0,
+    }
+}
+
+/// Current time in seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Builds an OpenSSL trust store from certificates.
+pub fn build_store<'a>(
+    certs: impl IntoIterator<Item = &'a X509>,
+) -> Result<X509Store, openssl::error::ErrorStack> {
+    let mut builder = X509StoreBuilder::new()?;
+    for cert in certs {
+        // A duplicate is refused by OpenSSL with an error we do not care about.
+        let _ = builder.add_cert(cert.clone());
+    }
+    builder.set_flags(X509VerifyFlags::empty())?;
+    Ok(builder.build())
+}
+
+/// Verifies `chain` (leaf first) against `store` at the current time.
+///
+/// Self-signed certificates in the input are dropped, so a peer cannot
+/// bring its own anchor. Every certificate of the path is checked for time,
+/// unlike the reference, which stops checking once the leaf is not expired.
+/// A leaf that is not yet valid is checked at its own notBefore instead, so
+/// that it can be installed ahead of use.
+pub fn verify_chain(
+    store: &X509Store,
+    chain: &[CertFacts],
+    now: i64,
+) -> CertificateValidationResult {
+    let Some(leaf) = chain.first() else {
+        return CertificateValidationResult::Unknown;
+    };
+    if leaf.not_after < now {
+        return CertificateValidationResult::Expired;
+    }
+    let at = now.max(leaf.not_before);
+    let Ok(mut untrusted) = Stack::new() else {
+        return CertificateValidationResult::Unknown;
+    };
+    for cert in chain.iter().skip(1).filter(|c| !c.self_signed) {
+        if untrusted.push(cert.x509.clone()).is_err() {
+            return CertificateValidationResult::Unknown;
+        }
+    }
+    let Ok(mut ctx) = X509StoreContext::new() else {
+        return CertificateValidationResult::Unknown;
+    };
+    let outcome = ctx.init(store, &leaf.x509, &untrusted, |ctx| {
+        // SAFETY: the param belongs to the initialised context and outlives
+        // this closure's use of it.
+        unsafe {
+            let param = ffi::X509_STORE_CTX_get0_param(ctx.as_ptr());
+            if !param.is_null() {
+                openssl_sys::X509_VERIFY_PARAM_set_time(param, at as libc::time_t);
+            }
+        }
+        if ctx.verify_cert()? {
+            Ok(None)
+        } else {
+            Ok(Some(ctx.error().as_raw()))
+        }
+    });
+    match outcome {
+        Ok(None) => CertificateValidationResult::Valid,
+        Ok(Some(code)) => map_verify_error(code),
+        Err(_) => CertificateValidationResult::Unknown,
+    }
+}
+
+fn map_verify_error(code: libc::c_int) -> CertificateValidationResult {
+    use openssl_sys as s;
+    match code {
+        s::X509_V_ERR_CERT_HAS_EXPIRED | s::X509_V_ERR_CERT_NOT_YET_VALID => {
+            CertificateValidationResult::Expired
+        }
+        s::X509_V_ERR_CERT_SIGNATURE_FAILURE => CertificateValidationResult::InvalidSignature,
+        s::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
+        | s::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY => {
+            CertificateValidationResult::IssuerNotFound
+        }
+        s::X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE => {
+            CertificateValidationResult::InvalidLeafSignature
+        }
+        s::X509_V_ERR_CERT_CHAIN_TOO_LONG
+        | s::X509_V_ERR_CERT_UNTRUSTED
+        | s::X509_V_ERR_INVALID_CA
+        | s::X509_V_ERR_PATH_LENGTH_EXCEEDED => CertificateValidationResult::InvalidChain,
+        _ => CertificateValidationResult::Unknown,
+    }
+}
