@@ -1,1 +1,238 @@
-pub fn placeholder() {}
+//! A throwaway PKI in the ISO 15118-2 shape, built with OpenSSL, for the
+//! tests, the benchmarks and the demo store. Never for production use.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::extension::{
+    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier,
+};
+use openssl::x509::{X509Builder, X509NameBuilder, X509};
+
+/// What to put in a certificate.
+#[derive(Debug, Clone)]
+pub struct CertSpec {
+    /// Subject commonName.
+    pub cn: String,
+    /// CA:TRUE, with this pathLenConstraint when `Some(Some(n))`.
+    pub ca: Option<Option<u32>>,
+    /// notBefore, in days from now (negative for the past).
+    pub not_before_days: i64,
+    /// notAfter, in days from now.
+    pub not_after_days: i64,
+    /// Serial number.
+    pub serial: u64,
+    /// Adds `DC=CPO` to the subject (ISO 15118 SECC certificates).
+    pub dc_cpo: bool,
+}
+
+impl CertSpec {
+    /// A CA valid from yesterday for ten years.
+    pub fn ca(cn: &str, path_len: Option<u32>) -> CertSpec {
+        CertSpec {
+            cn: cn.to_owned(),
+            ca: Some(path_len),
+            not_before_days: -1,
+            not_after_days: 3650,
+            serial: next_serial(),
+            dc_cpo: false,
+        }
+    }
+
+    /// A leaf valid from yesterday for a year.
+    pub fn leaf(cn: &str) -> CertSpec {
+        CertSpec {
+            cn: cn.to_owned(),
+            ca: None,
+            not_before_days: -1,
+            not_after_days: 365,
+            serial: next_serial(),
+            dc_cpo: false,
+        }
+    }
+
+    /// The same with another validity window.
+    pub fn valid(mut self, not_before_days: i64, not_after_days: i64) -> CertSpec {
+        self.not_before_days = not_before_days;
+        self.not_after_days = not_after_days;
+        self
+    }
+}
+
+fn next_serial() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = openssl::rand::rand_bytes(&mut b);
+    u64::from_le_bytes(b) >> 2 | 1 << 40
+}
+
+/// A certificate with its private key.
+#[derive(Clone)]
+pub struct Issued {
+    /// The certificate.
+    pub cert: X509,
+    /// Its private key.
+    pub key: PKey<Private>,
+}
+
+impl Issued {
+    /// The certificate as PEM.
+    pub fn pem(&self) -> String {
+        String::from_utf8(self.cert.to_pem().unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// The private key as unencrypted PKCS#8 PEM.
+    pub fn key_pem(&self) -> Vec<u8> {
+        self.key.private_key_to_pem_pkcs8().unwrap_or_default()
+    }
+}
+
+fn days(d: i64) -> Result<Asn1Time, ErrorStack> {
+    Asn1Time::from_unix(crate::x509::now() + d * 86_400)
+}
+
+/// Issues a certificate for `spec`, signed by `issuer`, or self-signed when
+/// `issuer` is `None`.
+pub fn issue(spec: &CertSpec, issuer: Option<&Issued>) -> Result<Issued, ErrorStack> {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+    let key = PKey::from_ec_key(EcKey::generate(&group)?)?;
+    issue_with_key(spec, issuer, key)
+}
+
+/// As [`issue`], with a given key.
+pub fn issue_with_key(spec: &CertSpec, issuer: Option<&Issued>, key: PKey<Private>) -> Result<Issued, ErrorStack> {
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_nid(Nid::COUNTRYNAME, "DE")?;
+    name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "evsec test")?;
+    name.append_entry_by_nid(Nid::COMMONNAME, &spec.cn)?;
+    if spec.dc_cpo {
+        name.append_entry_by_text("DC", "CPO")?;
+    }
+    let name = name.build();
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    let serial = BigNum::from_dec_str(&spec.serial.to_string())?;
+    let serial = Asn1Integer::from_bn(&serial)?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&name)?;
+    b.set_issuer_name(issuer.map_or(&name, |i| i.cert.subject_name()))?;
+    b.set_pubkey(&key)?;
+    let (not_before, not_after) = (days(spec.not_before_days)?, days(spec.not_after_days)?);
+    b.set_not_before(&not_before)?;
+    b.set_not_after(&not_after)?;
+    let mut bc = BasicConstraints::new();
+    bc.critical();
+    if let Some(path_len) = spec.ca {
+        bc.ca();
+        if let Some(n) = path_len {
+            bc.pathlen(n);
+        }
+    }
+    b.append_extension(bc.build()?)?;
+    let ku = if spec.ca.is_some() {
+        KeyUsage::new().critical().key_cert_sign().crl_sign().build()?
+    } else {
+        KeyUsage::new().critical().digital_signature().key_agreement().build()?
+    };
+    b.append_extension(ku)?;
+    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))?;
+    b.append_extension(ski)?;
+    if issuer.is_some() {
+        let aki = AuthorityKeyIdentifier::new()
+            .keyid(true)
+            .build(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))?;
+        b.append_extension(aki)?;
+    }
+    b.sign(issuer.map_or(&key, |i| &i.key), MessageDigest::sha256())?;
+    Ok(Issued { cert: b.build(), key })
+}
+
+/// A copy of `cert` whose signature no longer verifies.
+pub fn tampered(cert: &X509) -> Result<X509, ErrorStack> {
+    let mut der = cert.to_der()?;
+    if let Some(last) = der.last_mut() {
+        *last ^= 0x01;
+    }
+    X509::from_der(&der)
+}
+
+/// The ISO 15118-2 test PKI and the other domains' roots.
+#[derive(Clone)]
+pub struct Pki {
+    /// V2G root.
+    pub v2g_root: Issued,
+    /// CPO Sub-CA 1 (pathlen 1).
+    pub cpo_sub1: Issued,
+    /// CPO Sub-CA 2 (pathlen 0).
+    pub cpo_sub2: Issued,
+    /// SECC leaf, DC=CPO.
+    pub secc_leaf: Issued,
+    /// Mobility operator root.
+    pub mo_root: Issued,
+    /// CSMS root.
+    pub csms_root: Issued,
+    /// The station's OCPP client certificate, under the CSMS root.
+    pub csms_leaf: Issued,
+    /// Manufacturer root.
+    pub mf_root: Issued,
+}
+
+impl Pki {
+    /// Generates a fresh PKI.
+    pub fn generate() -> Result<Pki, ErrorStack> {
+        let v2g_root = issue(&CertSpec::ca("V2G Root CA", None), None)?;
+        let cpo_sub1 = issue(&CertSpec::ca("CPO Sub-CA 1", Some(1)), Some(&v2g_root))?;
+        let cpo_sub2 = issue(&CertSpec::ca("CPO Sub-CA 2", Some(0)), Some(&cpo_sub1))?;
+        let mut secc = CertSpec::leaf("SECC-0001");
+        secc.dc_cpo = true;
+        let secc_leaf = issue(&secc, Some(&cpo_sub2))?;
+        let csms_root = issue(&CertSpec::ca("CSMS Root CA", None), None)?;
+        Ok(Pki {
+            csms_leaf: issue(&CertSpec::leaf("CS-0001"), Some(&csms_root))?,
+            mo_root: issue(&CertSpec::ca("MO Root CA", None), None)?,
+            mf_root: issue(&CertSpec::ca("MF Root CA", None), None)?,
+            v2g_root,
+            cpo_sub1,
+            cpo_sub2,
+            secc_leaf,
+            csms_root,
+        })
+    }
+
+    /// The SECC chain as sent by a CSMS: leaf, Sub-CA 2, Sub-CA 1.
+    pub fn secc_chain_pem(&self) -> String {
+        [&self.secc_leaf, &self.cpo_sub2, &self.cpo_sub1].iter().map(|i| i.pem()).collect()
+    }
+
+    /// Writes an EVerest certificate tree under `certs_dir` with the default
+    /// layout: file bundles holding the roots (the V2G bundle also holds the
+    /// Sub-CAs), the SECC leaf with its chain file and key in `client/cso`,
+    /// and the CSMS leaf with its key in `client/csms`. Keys are mode 0600.
+    pub fn write_everest_tree(&self, certs_dir: &Path) -> io::Result<()> {
+        let write = |rel: &str, data: &[u8], mode: u32| -> io::Result<()> {
+            let path = certs_dir.join(rel);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            crate::store::atomic_write(&path, data, mode)
+        };
+        let v2g: String = [&self.v2g_root, &self.cpo_sub1, &self.cpo_sub2].iter().map(|i| i.pem()).collect();
+        write("ca/v2g/V2G_ROOT_CA.pem", v2g.as_bytes(), 0o644)?;
+        write("ca/mo/MO_ROOT_CA.pem", self.mo_root.pem().as_bytes(), 0o644)?;
+        write("ca/csms/CSMS_ROOT_CA.pem", self.csms_root.pem().as_bytes(), 0o644)?;
+        write("ca/mf/MF_ROOT_CA.pem", self.mf_root.pem().as_bytes(), 0o644)?;
+        write("client/cso/SECC_LEAF.pem", self.secc_leaf.pem().as_bytes(), 0o644)?;
+        write("client/cso/CPO_CERT_SECC_LEAF_CHAIN.pem", self.secc_chain_pem().as_bytes(), 0o644)?;
+        write("client/cso/SECC_LEAF.key", &self.secc_leaf.key_pem(), 0o600)?;
+        write("client/csms/CSMS_LEAF.pem", self.csms_leaf.pem().as_bytes(), 0o644)?;
+        write("client/csms/CSMS_LEAF.key", &self.csms_leaf.key_pem(), 0o600)?;
+        Ok(())
+    }
+}

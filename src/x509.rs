@@ -337,19 +337,24 @@ pub fn verify_chain(
         if ctx.verify_cert()? {
             Ok(None)
         } else {
-            Ok(Some(ctx.error().as_raw()))
+            Ok(Some((ctx.error().as_raw(), ctx.error_depth())))
         }
     });
     match outcome {
         Ok(None) => CertificateValidationResult::Valid,
-        Ok(Some(code)) => map_verify_error(code),
+        Ok(Some((code, depth))) => map_verify_error(code, depth),
         Err(_) => CertificateValidationResult::Unknown,
     }
 }
 
-fn map_verify_error(code: libc::c_int) -> CertificateValidationResult {
+/// OpenSSL's verdict to the contract's. A signature failure on the leaf
+/// itself is `InvalidLeafSignature`, on a CA above it `InvalidSignature`.
+fn map_verify_error(code: libc::c_int, depth: u32) -> CertificateValidationResult {
     use openssl_sys as s;
     match code {
+        s::X509_V_ERR_CERT_SIGNATURE_FAILURE if depth == 0 => {
+            CertificateValidationResult::InvalidLeafSignature
+        }
         s::X509_V_ERR_CERT_HAS_EXPIRED | s::X509_V_ERR_CERT_NOT_YET_VALID => {
             CertificateValidationResult::Expired
         }
