@@ -24,6 +24,13 @@ trait EvseSecurity1 {
     fn is_ca_certificate_installed(&self, certificate_type: &str) -> zbus::Result<bool>;
     fn get_verify_file(&self, certificate_type: &str) -> zbus::Result<String>;
     fn get_verify_location(&self, certificate_type: &str) -> zbus::Result<String>;
+    #[zbus(signal)]
+    fn certificate_store_updated(
+        &self,
+        operation: &str,
+        ca_certificate_type: &str,
+        leaf_certificate_type: &str,
+    ) -> zbus::Result<()>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property(emits_changed_signal = "false"))]
@@ -53,8 +60,34 @@ impl From<zbus::Error> for ClientError {
                 name: name.to_string(),
                 message: message.unwrap_or_default(),
             },
+            zbus::Error::FDO(e) => {
+                use zbus::DBusError;
+                ClientError::Method {
+                    name: e.name().to_string(),
+                    message: e.description().unwrap_or_default().to_owned(),
+                }
+            }
             other => ClientError::Bus(other.to_string()),
         }
+    }
+}
+
+/// `CertificateStoreUpdated` signals as they arrive.
+pub struct StoreUpdates {
+    stream: CertificateStoreUpdatedStream,
+}
+
+impl StoreUpdates {
+    /// The next signal: (operation, CA type or "", leaf type or "").
+    pub async fn next(&mut self) -> Option<(String, String, String)> {
+        use futures_util::StreamExt;
+        let signal = self.stream.next().await?;
+        let args = signal.args().ok()?;
+        Some((
+            args.operation().to_string(),
+            args.ca_certificate_type().to_string(),
+            args.leaf_certificate_type().to_string(),
+        ))
     }
 }
 
@@ -70,6 +103,13 @@ impl Client {
         let connection = builder(bus).build().await?;
         let proxy = EvseSecurity1Proxy::new(&connection).await?;
         Ok(Client { proxy })
+    }
+
+    /// Subscribes to `CertificateStoreUpdated`.
+    pub async fn store_updates(&self) -> Result<StoreUpdates, ClientError> {
+        Ok(StoreUpdates {
+            stream: self.proxy.receive_certificate_store_updated().await?,
+        })
     }
 
     /// `InstallCaCertificate`.

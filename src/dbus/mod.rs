@@ -9,7 +9,7 @@ mod service;
 use std::fmt;
 use std::str::FromStr;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, StoreUpdates, WireHashData, WireHashDataChain};
 pub use service::{serve, Server};
 
 /// The well-known bus name.

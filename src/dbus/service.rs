@@ -140,6 +140,7 @@ impl EvseSecurityInterface {
 #[interface(name = "org.evsec.EvseSecurity1")]
 impl EvseSecurityInterface {
     /// Installs a CA certificate into a bundle (contract 5.1).
+    #[zbus(out_args("result"))]
     async fn install_ca_certificate(
         &self,
         certificate: String,
@@ -155,6 +156,7 @@ impl EvseSecurityInterface {
     }
 
     /// Deletes the certificate with this hash data (contract 5.2).
+    #[zbus(out_args("result"))]
     async fn delete_certificate(
         &self,
         certificate_hash_data: WireHashData,
@@ -168,6 +170,7 @@ impl EvseSecurityInterface {
 
     /// Verifies a chain, leaf first, against the bundles of the given types
     /// (contract 5.4).
+    #[zbus(out_args("result"))]
     async fn verify_certificate(
         &self,
         certificate_chain: String,
@@ -202,18 +205,21 @@ impl EvseSecurityInterface {
     }
 
     /// True when the bundle holds a currently valid root (contract 5.9).
+    #[zbus(out_args("result"))]
     async fn is_ca_certificate_installed(&self, certificate_type: String) -> Result<bool, BusError> {
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.is_ca_certificate_installed(ca)).await
     }
 
     /// A file holding the bundle's roots, usable as CAfile (contract 5.13).
+    #[zbus(out_args("result"))]
     async fn get_verify_file(&self, certificate_type: String) -> Result<String, BusError> {
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.get_verify_file(ca)).await
     }
 
     /// The bundle file, or its directory usable as CApath (contract 5.14).
+    #[zbus(out_args("result"))]
     async fn get_verify_location(&self, certificate_type: String) -> Result<String, BusError> {
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.get_verify_location(ca)).await
