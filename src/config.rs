@@ -176,10 +176,11 @@ impl Config {
         let certs_directory = raw
             .certs_directory
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CERTS_DIRECTORY));
-        let certs_directory = std::path::absolute(&certs_directory).map_err(|e| ConfigError::Value {
-            key: "certs_directory",
-            message: format!("{}: {e}", certs_directory.display()),
-        })?;
+        let certs_directory =
+            std::path::absolute(&certs_directory).map_err(|e| ConfigError::Value {
+                key: "certs_directory",
+                message: format!("{}: {e}", certs_directory.display()),
+            })?;
         let resolve = |value: Option<PathBuf>, default: &str, key: &'static str| {
             let value = value.unwrap_or_else(|| PathBuf::from(default));
             if value.as_os_str().is_empty() {
@@ -191,7 +192,11 @@ impl Config {
             Ok(certs_directory.join(value))
         };
         let config = Config {
-            csms_ca_bundle: resolve(raw.csms_ca_bundle, "ca/csms/CSMS_ROOT_CA.pem", "csms_ca_bundle")?,
+            csms_ca_bundle: resolve(
+                raw.csms_ca_bundle,
+                "ca/csms/CSMS_ROOT_CA.pem",
+                "csms_ca_bundle",
+            )?,
             mf_ca_bundle: resolve(raw.mf_ca_bundle, "ca/mf/MF_ROOT_CA.pem", "mf_ca_bundle")?,
             mo_ca_bundle: resolve(raw.mo_ca_bundle, "ca/mo/MO_ROOT_CA.pem", "mo_ca_bundle")?,
             v2g_ca_bundle: resolve(raw.v2g_ca_bundle, "ca/v2g/V2G_ROOT_CA.pem", "v2g_ca_bundle")?,
@@ -229,7 +234,11 @@ impl Config {
     /// A config for a store rooted at `certs_directory` with every other key
     /// at its default.
     pub fn with_certs_directory(certs_directory: &Path) -> Result<Config, ConfigError> {
-        let escaped = certs_directory.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+        let escaped = certs_directory
+            .display()
+            .to_string()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"");
         Config::parse(&format!("certs_directory = \"{escaped}\"\n"))
     }
 
@@ -244,7 +253,10 @@ impl Config {
                 Ok(())
             }
         };
-        positive("limits.max_store_entries", self.limits.max_store_entries as u64)?;
+        positive(
+            "limits.max_store_entries",
+            self.limits.max_store_entries as u64,
+        )?;
         positive("limits.max_store_bytes", self.limits.max_store_bytes)?;
         positive("limits.max_pem_bytes", self.limits.max_pem_bytes as u64)
     }
@@ -272,12 +284,14 @@ impl Config {
     /// Certificate and key directories of a leaf domain; `None` for MF/MO.
     pub fn leaf_dirs(&self, leaf: LeafCertificateType) -> Option<(&Path, &Path)> {
         match leaf {
-            LeafCertificateType::CSMS => {
-                Some((&self.csms_leaf_cert_directory, &self.csms_leaf_key_directory))
-            }
-            LeafCertificateType::V2G => {
-                Some((&self.secc_leaf_cert_directory, &self.secc_leaf_key_directory))
-            }
+            LeafCertificateType::CSMS => Some((
+                &self.csms_leaf_cert_directory,
+                &self.csms_leaf_key_directory,
+            )),
+            LeafCertificateType::V2G => Some((
+                &self.secc_leaf_cert_directory,
+                &self.secc_leaf_key_directory,
+            )),
             LeafCertificateType::MF | LeafCertificateType::MO => None,
         }
     }
@@ -308,8 +322,14 @@ mod tests {
     fn defaults_follow_everest() {
         let c = Config::parse("").unwrap();
         assert_eq!(c.certs_directory, PathBuf::from("/var/lib/evsec/certs"));
-        assert_eq!(c.v2g_ca_bundle, PathBuf::from("/var/lib/evsec/certs/ca/v2g/V2G_ROOT_CA.pem"));
-        assert_eq!(c.secc_leaf_key_directory, PathBuf::from("/var/lib/evsec/certs/client/cso"));
+        assert_eq!(
+            c.v2g_ca_bundle,
+            PathBuf::from("/var/lib/evsec/certs/ca/v2g/V2G_ROOT_CA.pem")
+        );
+        assert_eq!(
+            c.secc_leaf_key_directory,
+            PathBuf::from("/var/lib/evsec/certs/client/cso")
+        );
         assert_eq!(c.private_key_password, None);
         assert_eq!(c.tpm.provider, "tpm2");
         assert_eq!(c.limits.max_store_entries, 2000);
@@ -317,9 +337,22 @@ mod tests {
 
     #[test]
     fn relative_paths_resolve_against_certs_directory() {
-        let c = Config::parse("certs_directory = \"/s\"\nmo_ca_bundle = \"x/mo\"\nmf_ca_bundle = \"/abs/mf.pem\"\n").unwrap();
+        let c = Config::parse(
+            "certs_directory = \"/s\"\nmo_ca_bundle = \"x/mo\"\nmf_ca_bundle = \"/abs/mf.pem\"\n",
+        )
+        .unwrap();
         assert_eq!(c.mo_ca_bundle, PathBuf::from("/s/x/mo"));
         assert_eq!(c.mf_ca_bundle, PathBuf::from("/abs/mf.pem"));
+    }
+
+    #[test]
+    fn shipped_configs_parse_and_production_equals_defaults() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        assert_eq!(
+            Config::load(&dir.join("evsec.toml")).unwrap(),
+            Config::parse("").unwrap()
+        );
+        Config::load(&dir.join("dev.toml")).unwrap();
     }
 
     #[test]
@@ -328,9 +361,16 @@ mod tests {
         let msg = e.to_string();
         assert!(!msg.contains('\n'), "{msg}");
         assert!(msg.contains("line 2, key `v2g_bundle`"), "{msg}");
-        let e = Config::parse("certs_directory = 5\n").unwrap_err().to_string();
+        let e = Config::parse("certs_directory = 5\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("key `certs_directory`"), "{e}");
-        let e = Config::parse("[limits]\nmax_store_entries = 0\n").unwrap_err().to_string();
-        assert_eq!(e, "config key `limits.max_store_entries`: must be greater than 0");
+        let e = Config::parse("[limits]\nmax_store_entries = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config key `limits.max_store_entries`: must be greater than 0"
+        );
     }
 }

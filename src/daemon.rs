@@ -32,7 +32,12 @@ impl Args {
                 Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
                 _ => (arg.clone(), None),
             };
-            let mut value = |name: &str| inline.clone().or_else(|| args.next()).ok_or(format!("{name} needs a value"));
+            let mut value = |name: &str| {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .ok_or(format!("{name} needs a value"))
+            };
             match flag.as_str() {
                 "--config" => config = Some(PathBuf::from(value("--config")?)),
                 "--bus" => bus = value("--bus")?.parse()?,
@@ -74,7 +79,10 @@ pub async fn run(args: Args) -> ExitCode {
 /// Serves an open store on `bus` until SIGTERM or SIGINT.
 pub async fn serve_until_signal(security: Arc<EvseSecurity>, bus: &Bus) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         _ => return fail("cannot install signal handlers"),
     };
@@ -129,8 +137,13 @@ mod tests {
         assert_eq!(a.bus, Bus::System);
         let a = parse(&["--config=/c.toml", "--bus", "unix:path=/x"]).unwrap();
         assert_eq!(a.bus, Bus::Address("unix:path=/x".into()));
-        assert_eq!(parse(&["--bus", "session"]).unwrap_err(), "--config PATH is required");
-        assert!(parse(&["--config", "/c", "--bus", "nope"]).unwrap_err().contains("--bus `nope`"));
+        assert_eq!(
+            parse(&["--bus", "session"]).unwrap_err(),
+            "--config PATH is required"
+        );
+        assert!(parse(&["--config", "/c", "--bus", "nope"])
+            .unwrap_err()
+            .contains("--bus `nope`"));
         assert_eq!(parse(&["--frob"]).unwrap_err(), "unknown argument `--frob`");
     }
 }

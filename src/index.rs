@@ -128,7 +128,8 @@ impl Index {
                 if self.keys.get(path).is_some_and(|f| f.stamp == stamp) {
                     return false;
                 }
-                let key_fingerprint = read_key(path, self.layout.config.private_key_password.as_deref());
+                let key_fingerprint =
+                    read_key(path, self.layout.config.private_key_password.as_deref());
                 self.keys.insert(
                     path.to_owned(),
                     Arc::new(KeyFile {
@@ -156,7 +157,10 @@ impl Index {
                 Vec::new()
             }
         };
-        let certs = certs.into_iter().filter_map(|x| self.facts(x, path)).collect();
+        let certs = certs
+            .into_iter()
+            .filter_map(|x| self.facts(x, path))
+            .collect();
         CertFile {
             path: path.to_owned(),
             stamp,
@@ -192,7 +196,8 @@ impl Index {
             .flat_map(|f| f.certs.iter().map(|c| c.fingerprint))
             .collect();
         self.parsed.retain(|fp, _| live.contains(fp));
-        self.links.retain(|(a, b), _| live.contains(a) && live.contains(b));
+        self.links
+            .retain(|(a, b), _| live.contains(a) && live.contains(b));
 
         let mut files: Vec<&Arc<CertFile>> = self.certs.values().collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -219,10 +224,15 @@ impl Index {
             .iter()
             .filter_map(|leaf| {
                 let (cert_dir, key_dir) = layout.config.leaf_dirs(*leaf)?;
-                let mine: Vec<&Arc<CertFile>> =
-                    files.iter().filter(|f| f.path.parent() == Some(cert_dir)).copied().collect();
+                let mine: Vec<&Arc<CertFile>> = files
+                    .iter()
+                    .filter(|f| f.path.parent() == Some(cert_dir))
+                    .copied()
+                    .collect();
                 let anchor = &bundles[ca_slot(leaf.anchor())];
-                Some(LeafDomain::build(*leaf, cert_dir, key_dir, &mine, &keys, anchor, links))
+                Some(LeafDomain::build(
+                    *leaf, cert_dir, key_dir, &mine, &keys, anchor, links,
+                ))
             })
             .collect();
 
@@ -289,7 +299,10 @@ fn read_key(path: &Path, password: Option<&str>) -> Option<Fingerprint> {
 
 /// Slot of a CA type in [`Snapshot::bundles`].
 pub fn ca_slot(ca: CaCertificateType) -> usize {
-    CaCertificateType::ALL.iter().position(|c| *c == ca).unwrap_or(0)
+    CaCertificateType::ALL
+        .iter()
+        .position(|c| *c == ca)
+        .unwrap_or(0)
 }
 
 fn link_ok(
@@ -366,7 +379,10 @@ impl Bundle {
         }
         let mut by_subject: HashMap<&[u8], Vec<usize>> = HashMap::new();
         for (i, node) in nodes.iter().enumerate() {
-            by_subject.entry(node.cert.subject_der.as_slice()).or_default().push(i);
+            by_subject
+                .entry(node.cert.subject_der.as_slice())
+                .or_default()
+                .push(i);
         }
         let mut parents: Vec<Option<usize>> = vec![None; nodes.len()];
         for (i, node) in nodes.iter().enumerate() {
@@ -479,12 +495,17 @@ impl LeafDomain {
         anchor: &Bundle,
         links: &mut HashMap<(Fingerprint, Fingerprint), bool>,
     ) -> LeafDomain {
-        let keys: Vec<Arc<KeyFile>> =
-            all_keys.iter().filter(|k| k.path.parent() == Some(key_dir)).cloned().collect();
+        let keys: Vec<Arc<KeyFile>> = all_keys
+            .iter()
+            .filter(|k| k.path.parent() == Some(key_dir))
+            .cloned()
+            .collect();
         let mut leaves: Vec<Leaf> = Vec::new();
         let mut by_fingerprint: HashMap<Fingerprint, usize> = HashMap::new();
         for file in files {
-            let Some(first) = file.certs.first() else { continue };
+            let Some(first) = file.certs.first() else {
+                continue;
+            };
             if let Some(&i) = by_fingerprint.get(&first.fingerprint) {
                 leaves[i].files.push(file.path.clone());
                 continue;
@@ -494,7 +515,9 @@ impl LeafDomain {
                 cert: first.clone(),
                 files: vec![file.path.clone()],
                 key: first.key_fingerprint.and_then(|fp| {
-                    keys.iter().find(|k| k.key_fingerprint == Some(fp)).map(|k| k.path.clone())
+                    keys.iter()
+                        .find(|k| k.key_fingerprint == Some(fp))
+                        .map(|k| k.path.clone())
                 }),
                 issuers: Vec::new(),
                 hash: None,
@@ -511,10 +534,15 @@ impl LeafDomain {
             pool.extend(anchor.nodes.iter().map(|n| n.cert.clone()));
             let mut current = leaf.cert.clone();
             while leaf.issuers.len() < MAX_CHAIN_DEPTH && !current.self_signed {
-                let Some(issuer) = pool.iter().find(|p| link_ok(links, &current, p)).cloned() else {
+                let Some(issuer) = pool.iter().find(|p| link_ok(links, &current, p)).cloned()
+                else {
                     break;
                 };
-                if leaf.issuers.iter().any(|i| i.fingerprint == issuer.fingerprint) {
+                if leaf
+                    .issuers
+                    .iter()
+                    .any(|i| i.fingerprint == issuer.fingerprint)
+                {
                     break;
                 }
                 leaf.issuers.push(issuer.clone());

@@ -117,7 +117,10 @@ impl EvseSecurity {
     }
 
     fn current_snapshot(&self) -> Arc<Snapshot> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, Index> {
@@ -129,7 +132,9 @@ impl EvseSecurity {
     fn apply_disk_changes(&self, index: &mut Index) {
         let changed = match self.watcher.as_ref().map(Watcher::drain) {
             None | Some(Changes::Rescan) => index.rescan(),
-            Some(Changes::Paths(paths)) => paths.iter().fold(false, |acc, p| index.refresh(p) | acc),
+            Some(Changes::Paths(paths)) => {
+                paths.iter().fold(false, |acc, p| index.refresh(p) | acc)
+            }
         };
         if changed {
             self.publish(index);
@@ -374,7 +379,11 @@ impl EvseSecurity {
         Ok(self.verify_parsed(&chain, types))
     }
 
-    fn verify_parsed(&self, chain: &[CertFacts], types: &[LeafCertificateType]) -> CertificateValidationResult {
+    fn verify_parsed(
+        &self,
+        chain: &[CertFacts],
+        types: &[LeafCertificateType],
+    ) -> CertificateValidationResult {
         let snap = self.snapshot();
         let now = x509::now();
         let mut anchors: Vec<CaCertificateType> = types.iter().map(|t| t.anchor()).collect();
@@ -396,8 +405,11 @@ impl EvseSecurity {
         types: &[CertificateType],
     ) -> (GetInstalledCertificatesStatus, Vec<HashDataChain>) {
         let snap = self.snapshot();
-        let mut wanted: Vec<CertificateType> =
-            if types.is_empty() { CertificateType::ALL.to_vec() } else { types.to_vec() };
+        let mut wanted: Vec<CertificateType> = if types.is_empty() {
+            CertificateType::ALL.to_vec()
+        } else {
+            types.to_vec()
+        };
         let mut seen = HashSet::new();
         wanted.retain(|t| seen.insert(*t));
         let mut chains = Vec::new();
@@ -406,7 +418,9 @@ impl EvseSecurity {
                 Some(ca) => {
                     let bundle = snap.bundle(ca);
                     for root in bundle.roots() {
-                        let Some(hash) = bundle.nodes[root].hash.clone() else { continue };
+                        let Some(hash) = bundle.nodes[root].hash.clone() else {
+                            continue;
+                        };
                         chains.push(HashDataChain {
                             certificate_type,
                             certificate_hash_data: hash,
@@ -419,15 +433,21 @@ impl EvseSecurity {
                     }
                 }
                 None => {
-                    let Some(secc) = snap.leaf_domain(LeafCertificateType::V2G) else { continue };
+                    let Some(secc) = snap.leaf_domain(LeafCertificateType::V2G) else {
+                        continue;
+                    };
                     for leaf in secc.leaves.iter().filter(|l| l.key.is_some()) {
-                        let Some(hash) = leaf.hash.clone() else { continue };
+                        let Some(hash) = leaf.hash.clone() else {
+                            continue;
+                        };
                         // Each sub-CA's hash needs its own issuer's key.
                         let children = leaf
                             .issuers
                             .windows(2)
                             .filter(|w| !w[0].self_signed)
-                            .map(|w| w[0].hash_data(crate::types::HashAlgorithm::SHA256, &w[1].key_bits))
+                            .map(|w| {
+                                w[0].hash_data(crate::types::HashAlgorithm::SHA256, &w[1].key_bits)
+                            })
                             .collect();
                         chains.push(HashDataChain {
                             certificate_type,
@@ -517,7 +537,12 @@ pub fn hash_matches(
 }
 
 fn leaf_matches(leaf: &crate::index::Leaf, query: &HashData) -> bool {
-    hash_matches(&leaf.cert, leaf.hash.as_ref(), leaf.issuer_key_bits(), query)
+    hash_matches(
+        &leaf.cert,
+        leaf.hash.as_ref(),
+        leaf.issuer_key_bits(),
+        query,
+    )
 }
 
 /// The nodes a delete removes from a bundle: each match and its descendants.
@@ -525,7 +550,12 @@ fn doomed_nodes(bundle: &Bundle, query: &HashData) -> Vec<usize> {
     let mut doomed = Vec::new();
     let mut seen = HashSet::new();
     for (i, node) in bundle.nodes.iter().enumerate() {
-        if hash_matches(&node.cert, node.hash.as_ref(), node.issuer_key_bits.as_deref(), query) {
+        if hash_matches(
+            &node.cert,
+            node.hash.as_ref(),
+            node.issuer_key_bits.as_deref(),
+            query,
+        ) {
             for n in std::iter::once(i).chain(bundle.descendants(i)) {
                 if seen.insert(n) {
                     doomed.push(n);
@@ -561,7 +591,11 @@ fn existing_mode(path: &Path) -> u32 {
 /// Removes the certificates with the given fingerprints from a file,
 /// keeping every other byte. A file left with no certificate is removed,
 /// unless it is a file-mode bundle, which stays as an empty file.
-fn remove_certificates(path: &Path, doomed: &HashSet<Fingerprint>, keep_empty_file: bool) -> std::io::Result<()> {
+fn remove_certificates(
+    path: &Path,
+    doomed: &HashSet<Fingerprint>,
+    keep_empty_file: bool,
+) -> std::io::Result<()> {
     let content = fs::read(path)?;
     let blocks = x509::pem_blocks(&content).map_err(std::io::Error::other)?;
     let mut out = Vec::with_capacity(content.len());
@@ -597,7 +631,11 @@ fn remove_certificates(path: &Path, doomed: &HashSet<Fingerprint>, keep_empty_fi
 /// in step with its `.pem` files, so the directory works as `-CApath`.
 fn sync_hash_links(layout: &Layout, snap: &Snapshot) {
     let mut done = HashSet::new();
-    for bundle in snap.bundles.iter().filter(|b| b.mode == BundleMode::Directory) {
+    for bundle in snap
+        .bundles
+        .iter()
+        .filter(|b| b.mode == BundleMode::Directory)
+    {
         if !done.insert(&bundle.path) {
             continue;
         }
@@ -610,7 +648,9 @@ fn sync_hash_links(layout: &Layout, snap: &Snapshot) {
                 n.files
                     .iter()
                     .filter(|f| f.extension().is_some_and(|e| e == "pem"))
-                    .filter_map(move |f| Some((hash, f.file_name()?.to_string_lossy().into_owned())))
+                    .filter_map(move |f| {
+                        Some((hash, f.file_name()?.to_string_lossy().into_owned()))
+                    })
             })
             .collect();
         pairs.sort();
@@ -641,7 +681,10 @@ fn apply_links(dir: &Path, wanted: &[(String, String)]) -> std::io::Result<()> {
     let wanted_names: HashSet<&str> = wanted.iter().map(|(l, _)| l.as_str()).collect();
     for entry in fs::read_dir(dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if is_hash_link_name(&name) && entry.file_type()?.is_symlink() && !wanted_names.contains(name.as_str()) {
+        if is_hash_link_name(&name)
+            && entry.file_type()?.is_symlink()
+            && !wanted_names.contains(name.as_str())
+        {
             fs::remove_file(entry.path())?;
             changed = true;
         }

@@ -89,13 +89,18 @@ impl Layout {
                 BundleMode::Directory
             } else {
                 if !is_certificate_name(path.as_os_str()) {
-                    return Err(unusable(key, path, "a bundle file must end in .pem or .der".into()));
+                    return Err(unusable(
+                        key,
+                        path,
+                        "a bundle file must end in .pem or .der".into(),
+                    ));
                 }
                 if let Some(parent) = path.parent() {
                     create_dir(parent).map_err(|e| unusable(key, path, e.to_string()))?;
                 }
                 if !path.exists() {
-                    atomic_write(path, b"", CERT_MODE).map_err(|e| unusable(key, path, e.to_string()))?;
+                    atomic_write(path, b"", CERT_MODE)
+                        .map_err(|e| unusable(key, path, e.to_string()))?;
                 } else if !path.is_file() {
                     return Err(unusable(key, path, "not a regular file".into()));
                 }
@@ -125,7 +130,11 @@ impl Layout {
             // touch CA files.
             for ca in CaCertificateType::ALL {
                 if config.ca_bundle(*ca) == dir.as_path() {
-                    return Err(unusable(key, dir, format!("is also `{}`", Config::ca_bundle_key(*ca))));
+                    return Err(unusable(
+                        key,
+                        dir,
+                        format!("is also `{}`", Config::ca_bundle_key(*ca)),
+                    ));
                 }
             }
         }
@@ -168,16 +177,19 @@ impl Layout {
     pub fn classify(&self, path: &Path) -> Option<FileKind> {
         let name = path.file_name()?;
         let parent = path.parent()?;
-        let in_cert_dir = CaCertificateType::ALL.iter().any(|ca| match self.bundle_mode(*ca) {
-            BundleMode::File => self.bundle_path(*ca) == path,
-            BundleMode::Directory => self.bundle_path(*ca) == parent,
-        }) || self.config.csms_leaf_cert_directory == parent
+        let in_cert_dir = CaCertificateType::ALL
+            .iter()
+            .any(|ca| match self.bundle_mode(*ca) {
+                BundleMode::File => self.bundle_path(*ca) == path,
+                BundleMode::Directory => self.bundle_path(*ca) == parent,
+            })
+            || self.config.csms_leaf_cert_directory == parent
             || self.config.secc_leaf_cert_directory == parent;
         if in_cert_dir && is_certificate_name(name) {
             return Some(FileKind::Certificates);
         }
-        let in_key_dir =
-            self.config.csms_leaf_key_directory == parent || self.config.secc_leaf_key_directory == parent;
+        let in_key_dir = self.config.csms_leaf_key_directory == parent
+            || self.config.secc_leaf_key_directory == parent;
         (in_key_dir && is_key_name(name)).then_some(FileKind::Key)
     }
 
@@ -205,13 +217,19 @@ impl Layout {
     /// Removes temporary files that a crash left behind.
     pub fn remove_stale_temp_files(&self) {
         for dir in self.watched_dirs() {
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
                     let path = entry.path();
                     match fs::remove_file(&path) {
-                        Ok(()) => tracing::info!(path = %path.display(), "removed stale temporary file"),
-                        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove stale temporary file"),
+                        Ok(()) => {
+                            tracing::info!(path = %path.display(), "removed stale temporary file")
+                        }
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "cannot remove stale temporary file")
+                        }
                     }
                 }
             }
@@ -222,7 +240,10 @@ impl Layout {
 fn create_dir(path: &Path) -> io::Result<()> {
     fs::create_dir_all(path)?;
     if !path.is_dir() {
-        return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            "not a directory",
+        ));
     }
     Ok(())
 }
@@ -239,8 +260,12 @@ static NAME_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Writes `data` to `path` whole or not at all: a temporary file in the same
 /// directory, fsync, rename over the target, fsync of the directory.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("path has no directory"))?;
-    let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no directory"))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("path has no file name"))?;
     let tmp = dir.join(format!(
         "{TEMP_PREFIX}{}-{}-{}",
         name.to_string_lossy(),
@@ -248,7 +273,11 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         // The umask may have narrowed the mode; set it exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(data)?;
@@ -373,7 +402,9 @@ pub fn ocsp_entries(dir: &Path) -> Vec<OcspEntry> {
             }
             let text = fs::read_to_string(&hash_path).ok()?;
             let fields: Vec<&str> = text.split_whitespace().collect();
-            let [alg, name, key, serial] = fields[..] else { return None };
+            let [alg, name, key, serial] = fields[..] else {
+                return None;
+            };
             let hash = crate::types::HashData::parse(alg, name, key, serial).ok()?;
             Some(OcspEntry {
                 der_path: hash_path.with_extension("der"),
@@ -398,7 +429,12 @@ impl StoreLock {
     /// holds it.
     pub fn acquire(certs_directory: &Path) -> io::Result<StoreLock> {
         let path = certs_directory.join(".evsecd.lock");
-        let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)?;
         match file.try_lock() {
             Ok(()) => Ok(StoreLock { _file: file }),
             Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
@@ -426,7 +462,9 @@ mod tests {
         let s = random_suffix();
         let parts: Vec<&str> = s.split('_').collect();
         assert_eq!(parts.len(), 8, "{s}");
-        assert!(parts[0].starts_with('M') && parts[2].starts_with('Y') && parts[6].starts_with('i'));
+        assert!(
+            parts[0].starts_with('M') && parts[2].starts_with('Y') && parts[6].starts_with('i')
+        );
         assert!(parts[7].starts_with('r') && parts[7][1..].parse::<u32>().unwrap() >= 1);
     }
 
@@ -438,8 +476,14 @@ mod tests {
         atomic_write(&path, b"one", KEY_MODE).unwrap();
         atomic_write(&path, b"two", KEY_MODE).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("k.key")]);
         fs::remove_dir_all(&dir).unwrap();
     }

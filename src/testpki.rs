@@ -107,7 +107,11 @@ pub fn issue(spec: &CertSpec, issuer: Option<&Issued>) -> Result<Issued, ErrorSt
 }
 
 /// As [`issue`], with a given key.
-pub fn issue_with_key(spec: &CertSpec, issuer: Option<&Issued>, key: PKey<Private>) -> Result<Issued, ErrorStack> {
+pub fn issue_with_key(
+    spec: &CertSpec,
+    issuer: Option<&Issued>,
+    key: PKey<Private>,
+) -> Result<Issued, ErrorStack> {
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_nid(Nid::COUNTRYNAME, "DE")?;
     name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "evsec test")?;
@@ -137,12 +141,21 @@ pub fn issue_with_key(spec: &CertSpec, issuer: Option<&Issued>, key: PKey<Privat
     }
     b.append_extension(bc.build()?)?;
     let ku = if spec.ca.is_some() {
-        KeyUsage::new().critical().key_cert_sign().crl_sign().build()?
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()?
     } else {
-        KeyUsage::new().critical().digital_signature().key_agreement().build()?
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .key_agreement()
+            .build()?
     };
     b.append_extension(ku)?;
-    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))?;
+    let ski = SubjectKeyIdentifier::new()
+        .build(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))?;
     b.append_extension(ski)?;
     if issuer.is_some() {
         let aki = AuthorityKeyIdentifier::new()
@@ -151,7 +164,10 @@ pub fn issue_with_key(spec: &CertSpec, issuer: Option<&Issued>, key: PKey<Privat
         b.append_extension(aki)?;
     }
     b.sign(issuer.map_or(&key, |i| &i.key), MessageDigest::sha256())?;
-    Ok(Issued { cert: b.build(), key })
+    Ok(Issued {
+        cert: b.build(),
+        key,
+    })
 }
 
 /// A copy of `cert` whose signature no longer verifies.
@@ -208,7 +224,10 @@ impl Pki {
 
     /// The SECC chain as sent by a CSMS: leaf, Sub-CA 2, Sub-CA 1.
     pub fn secc_chain_pem(&self) -> String {
-        [&self.secc_leaf, &self.cpo_sub2, &self.cpo_sub1].iter().map(|i| i.pem()).collect()
+        [&self.secc_leaf, &self.cpo_sub2, &self.cpo_sub1]
+            .iter()
+            .map(|i| i.pem())
+            .collect()
     }
 
     /// Writes an EVerest certificate tree under `certs_dir` with the default
@@ -223,16 +242,39 @@ impl Pki {
             }
             crate::store::atomic_write(&path, data, mode)
         };
-        let v2g: String = [&self.v2g_root, &self.cpo_sub1, &self.cpo_sub2].iter().map(|i| i.pem()).collect();
+        let v2g: String = [&self.v2g_root, &self.cpo_sub1, &self.cpo_sub2]
+            .iter()
+            .map(|i| i.pem())
+            .collect();
         write("ca/v2g/V2G_ROOT_CA.pem", v2g.as_bytes(), 0o644)?;
         write("ca/mo/MO_ROOT_CA.pem", self.mo_root.pem().as_bytes(), 0o644)?;
-        write("ca/csms/CSMS_ROOT_CA.pem", self.csms_root.pem().as_bytes(), 0o644)?;
+        write(
+            "ca/csms/CSMS_ROOT_CA.pem",
+            self.csms_root.pem().as_bytes(),
+            0o644,
+        )?;
         write("ca/mf/MF_ROOT_CA.pem", self.mf_root.pem().as_bytes(), 0o644)?;
-        write("client/cso/SECC_LEAF.pem", self.secc_leaf.pem().as_bytes(), 0o644)?;
-        write("client/cso/CPO_CERT_SECC_LEAF_CHAIN.pem", self.secc_chain_pem().as_bytes(), 0o644)?;
+        write(
+            "client/cso/SECC_LEAF.pem",
+            self.secc_leaf.pem().as_bytes(),
+            0o644,
+        )?;
+        write(
+            "client/cso/CPO_CERT_SECC_LEAF_CHAIN.pem",
+            self.secc_chain_pem().as_bytes(),
+            0o644,
+        )?;
         write("client/cso/SECC_LEAF.key", &self.secc_leaf.key_pem(), 0o600)?;
-        write("client/csms/CSMS_LEAF.pem", self.csms_leaf.pem().as_bytes(), 0o644)?;
-        write("client/csms/CSMS_LEAF.key", &self.csms_leaf.key_pem(), 0o600)?;
+        write(
+            "client/csms/CSMS_LEAF.pem",
+            self.csms_leaf.pem().as_bytes(),
+            0o644,
+        )?;
+        write(
+            "client/csms/CSMS_LEAF.key",
+            &self.csms_leaf.key_pem(),
+            0o600,
+        )?;
         Ok(())
     }
 }

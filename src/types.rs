@@ -356,7 +356,12 @@ mod tests {
         let h = HashData::parse("SHA256", name, key, "0007A120").unwrap();
         assert_eq!(h.issuer_name_hash, name.to_ascii_lowercase());
         assert_eq!(h.serial_number, "7a120");
-        assert_eq!(HashData::parse("SHA256", name, key, "000").unwrap().serial_number, "0");
+        assert_eq!(
+            HashData::parse("SHA256", name, key, "000")
+                .unwrap()
+                .serial_number,
+            "0"
+        );
     }
 
     #[test]
@@ -364,15 +369,23 @@ mod tests {
         let h64 = "a".repeat(64);
         assert_eq!(
             HashData::parse("SHA256", "xyz", &h64, "1").unwrap_err(),
-            HashDataError::NotHex { field: "issuer_name_hash" }
+            HashDataError::NotHex {
+                field: "issuer_name_hash"
+            }
         );
         assert!(matches!(
             HashData::parse("SHA384", &h64, &h64, "1").unwrap_err(),
-            HashDataError::Length { field: "issuer_name_hash", .. }
+            HashDataError::Length {
+                field: "issuer_name_hash",
+                ..
+            }
         ));
         assert!(matches!(
             HashData::parse("SHA256", &h64, &h64, "").unwrap_err(),
-            HashDataError::Length { field: "serial_number", .. }
+            HashDataError::Length {
+                field: "serial_number",
+                ..
+            }
         ));
         assert!(matches!(
             HashData::parse("MD5", &h64, &h64, "1").unwrap_err(),

@@ -61,7 +61,10 @@ impl Watcher {
             }
             dirs_by_wd.insert(wd, dir.clone());
         }
-        Ok(Watcher { fd, dirs: dirs_by_wd })
+        Ok(Watcher {
+            fd,
+            dirs: dirs_by_wd,
+        })
     }
 
     /// True when events are queued. Does not consume them.
@@ -98,7 +101,13 @@ impl Watcher {
                 let name_start = off + header;
                 let name_end = (name_start + ev.len as usize).min(n);
                 off = name_end;
-                if ev.mask & (libc::IN_Q_OVERFLOW | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED) != 0 {
+                if ev.mask
+                    & (libc::IN_Q_OVERFLOW
+                        | libc::IN_DELETE_SELF
+                        | libc::IN_MOVE_SELF
+                        | libc::IN_IGNORED)
+                    != 0
+                {
                     rescan = true;
                     continue;
                 }

@@ -15,7 +15,9 @@ use crate::types::{CertificateValidationResult, HashAlgorithm, HashData};
 
 mod ffi {
     extern "C" {
-        pub fn X509_get0_pubkey_bitstr(x: *const openssl_sys::X509) -> *mut openssl_sys::ASN1_BIT_STRING;
+        pub fn X509_get0_pubkey_bitstr(
+            x: *const openssl_sys::X509,
+        ) -> *mut openssl_sys::ASN1_BIT_STRING;
         pub fn X509_STORE_CTX_get0_param(
             ctx: *mut openssl_sys::X509_STORE_CTX,
         ) -> *mut openssl_sys::X509_VERIFY_PARAM;
@@ -133,10 +135,12 @@ pub fn sha256(data: &[u8]) -> Fingerprint {
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// The subjectPublicKey BIT STRING contents of a certificate, exactly as
@@ -149,7 +153,9 @@ pub fn public_key_bits(cert: &X509Ref) -> Vec<u8> {
         if bits.is_null() {
             return Vec::new();
         }
-        openssl::asn1::Asn1BitStringRef::from_ptr(bits).as_slice().to_vec()
+        openssl::asn1::Asn1BitStringRef::from_ptr(bits)
+            .as_slice()
+            .to_vec()
     }
 }
 
@@ -199,7 +205,9 @@ impl CertFacts {
         let key = x509.public_key().ok();
         let key_fingerprint = key.as_ref().and_then(|k| public_key_fingerprint(k));
         let self_signed = subject_der == issuer_der
-            && key.as_ref().is_some_and(|k| x509.verify(k).unwrap_or(false));
+            && key
+                .as_ref()
+                .is_some_and(|k| x509.verify(k).unwrap_or(false));
         // SAFETY: reads cached extension flags of a valid certificate.
         let flags = unsafe { openssl_sys::X509_get_extension_flags(x509.as_ptr()) };
         Ok(CertFacts {

@@ -35,8 +35,16 @@ fn wire(h: &HashData) -> HashData {
 #[test]
 fn hash_data_matches_openssl_ocsp() {
     let pki = pki();
-    for (cert, issuer) in [(&pki.secc_leaf, &pki.cpo_sub2), (&pki.cpo_sub1, &pki.v2g_root), (&pki.v2g_root, &pki.v2g_root)] {
-        for (alg, digest) in [(HashAlgorithm::SHA256, "sha256"), (HashAlgorithm::SHA384, "sha384"), (HashAlgorithm::SHA512, "sha512")] {
+    for (cert, issuer) in [
+        (&pki.secc_leaf, &pki.cpo_sub2),
+        (&pki.cpo_sub1, &pki.v2g_root),
+        (&pki.v2g_root, &pki.v2g_root),
+    ] {
+        for (alg, digest) in [
+            (HashAlgorithm::SHA256, "sha256"),
+            (HashAlgorithm::SHA384, "sha384"),
+            (HashAlgorithm::SHA512, "sha512"),
+        ] {
             let ours = facts(&cert.pem()).hash_data(alg, &facts(&issuer.pem()).key_bits);
             let (name, key, serial) = openssl_ocsp_hash(&cert.pem(), &issuer.pem(), digest);
             assert_eq!(ours.issuer_name_hash, name);
@@ -65,42 +73,103 @@ fn install_ca_results() {
     let sec = store.open();
 
     // A new root, then the same root again: Accepted, no second change.
-    let (r, changes) = sec.install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G).unwrap();
+    let (r, changes) = sec
+        .install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G)
+        .unwrap();
     assert_eq!(r, I::Accepted);
     assert_eq!(
         changes,
-        vec![StoreChange { operation: StoreOperation::Installed, ca: Some(Ca::V2G), leaf: None }]
+        vec![StoreChange {
+            operation: StoreOperation::Installed,
+            ca: Some(Ca::V2G),
+            leaf: None
+        }]
     );
     let bundle = fs::read_to_string(store.path("ca/v2g/V2G_ROOT_CA.pem")).unwrap();
     assert_eq!(bundle, pki.v2g_root.pem());
-    assert_eq!(sec.install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G).unwrap(), (I::Accepted, vec![]));
-    assert_eq!(fs::read_to_string(store.path("ca/v2g/V2G_ROOT_CA.pem")).unwrap(), bundle);
+    assert_eq!(
+        sec.install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G)
+            .unwrap(),
+        (I::Accepted, vec![])
+    );
+    assert_eq!(
+        fs::read_to_string(store.path("ca/v2g/V2G_ROOT_CA.pem")).unwrap(),
+        bundle
+    );
 
     // A sub-CA whose issuer is in the bundle; another whose issuer is not.
-    assert_eq!(sec.install_ca_certificate(&pki.cpo_sub1.pem(), Ca::V2G).unwrap().0, I::Accepted);
-    assert_eq!(sec.install_ca_certificate(&pki.cpo_sub2.pem(), Ca::MO).unwrap().0, I::NoRootCertificateInstalled);
+    assert_eq!(
+        sec.install_ca_certificate(&pki.cpo_sub1.pem(), Ca::V2G)
+            .unwrap()
+            .0,
+        I::Accepted
+    );
+    assert_eq!(
+        sec.install_ca_certificate(&pki.cpo_sub2.pem(), Ca::MO)
+            .unwrap()
+            .0,
+        I::NoRootCertificateInstalled
+    );
 
     // Formats.
-    assert_eq!(sec.install_ca_certificate("not a certificate", Ca::MO).unwrap().0, I::InvalidFormat);
-    assert_eq!(sec.install_ca_certificate("", Ca::MO).unwrap().0, I::InvalidFormat);
+    assert_eq!(
+        sec.install_ca_certificate("not a certificate", Ca::MO)
+            .unwrap()
+            .0,
+        I::InvalidFormat
+    );
+    assert_eq!(
+        sec.install_ca_certificate("", Ca::MO).unwrap().0,
+        I::InvalidFormat
+    );
     let two = pki.mo_root.pem() + &pki.mf_root.pem();
-    assert_eq!(sec.install_ca_certificate(&two, Ca::MO).unwrap().0, I::InvalidFormat);
+    assert_eq!(
+        sec.install_ca_certificate(&two, Ca::MO).unwrap().0,
+        I::InvalidFormat
+    );
     let truncated = &pki.mo_root.pem()[..200];
-    assert_eq!(sec.install_ca_certificate(truncated, Ca::MO).unwrap().0, I::InvalidFormat);
+    assert_eq!(
+        sec.install_ca_certificate(truncated, Ca::MO).unwrap().0,
+        I::InvalidFormat
+    );
     let with_key = pki.mo_root.pem() + &String::from_utf8(pki.mo_root.key_pem()).unwrap();
-    assert_eq!(sec.install_ca_certificate(&with_key, Ca::MO).unwrap().0, I::InvalidFormat);
+    assert_eq!(
+        sec.install_ca_certificate(&with_key, Ca::MO).unwrap().0,
+        I::InvalidFormat
+    );
     let der = pki.mo_root.cert.to_der().unwrap();
-    assert_eq!(sec.install_ca_certificate(&String::from_utf8_lossy(&der), Ca::MO).unwrap().0, I::InvalidFormat);
+    assert_eq!(
+        sec.install_ca_certificate(&String::from_utf8_lossy(&der), Ca::MO)
+            .unwrap()
+            .0,
+        I::InvalidFormat
+    );
 
     // Not a CA; expired; not yet valid; a bad self-signature.
-    assert_eq!(sec.install_ca_certificate(&pki.secc_leaf.pem(), Ca::V2G).unwrap().0, I::InvalidCertificateChain);
+    assert_eq!(
+        sec.install_ca_certificate(&pki.secc_leaf.pem(), Ca::V2G)
+            .unwrap()
+            .0,
+        I::InvalidCertificateChain
+    );
     let expired = issue(&CertSpec::ca("Old", None).valid(-20, -10), None).unwrap();
-    assert_eq!(sec.install_ca_certificate(&expired.pem(), Ca::MO).unwrap().0, I::Expired);
+    assert_eq!(
+        sec.install_ca_certificate(&expired.pem(), Ca::MO)
+            .unwrap()
+            .0,
+        I::Expired
+    );
     let future = issue(&CertSpec::ca("Future", None).valid(10, 20), None).unwrap();
-    assert_eq!(sec.install_ca_certificate(&future.pem(), Ca::MO).unwrap().0, I::Expired);
+    assert_eq!(
+        sec.install_ca_certificate(&future.pem(), Ca::MO).unwrap().0,
+        I::Expired
+    );
     let bad = tampered(&pki.mo_root.cert).unwrap();
     let bad_pem = String::from_utf8(bad.to_pem().unwrap()).unwrap();
-    assert_eq!(sec.install_ca_certificate(&bad_pem, Ca::MO).unwrap().0, I::InvalidSignature);
+    assert_eq!(
+        sec.install_ca_certificate(&bad_pem, Ca::MO).unwrap().0,
+        I::InvalidSignature
+    );
 
     // An oversized argument is refused before parsing.
     let huge = "A".repeat(70_000);
@@ -109,7 +178,10 @@ fn install_ca_results() {
 
     // Only the two accepted certificates are on disk.
     assert_eq!(sec.certificate_entries(), 2);
-    assert_eq!(fs::read_to_string(store.path("ca/mo/MO_ROOT_CA.pem")).unwrap(), "");
+    assert_eq!(
+        fs::read_to_string(store.path("ca/mo/MO_ROOT_CA.pem")).unwrap(),
+        ""
+    );
 }
 
 #[test]
@@ -121,18 +193,41 @@ fn install_into_directory_bundle_writes_everest_name_and_hash_links() {
     let sec = evsec::EvseSecurity::open(config).unwrap();
     assert_eq!(sec.get_verify_location(Ca::V2G), "");
     assert_eq!(sec.get_verify_file(Ca::V2G), "");
-    assert_eq!(sec.install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G).unwrap().0, I::Accepted);
+    assert_eq!(
+        sec.install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G)
+            .unwrap()
+            .0,
+        I::Accepted
+    );
     let names: Vec<String> = fs::read_dir(store.path("ca/v2g"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     let pem_files: Vec<&String> = names.iter().filter(|n| n.ends_with(".pem")).collect();
     assert_eq!(pem_files.len(), 1, "{names:?}");
-    assert!(pem_files[0].starts_with("V2G_ROOT_M") && pem_files[0].contains("_Y20"), "{names:?}");
+    assert!(
+        pem_files[0].starts_with("V2G_ROOT_M") && pem_files[0].contains("_Y20"),
+        "{names:?}"
+    );
     let hash = format!("{:08x}.0", pki.v2g_root.cert.subject_name_hash());
-    assert_eq!(fs::read_link(store.path("ca/v2g").join(&hash)).unwrap().to_string_lossy(), *pem_files[0]);
-    assert_eq!(sec.get_verify_location(Ca::V2G), store.path("ca/v2g").display().to_string());
-    assert_eq!(sec.get_verify_file(Ca::V2G), store.path("ca/v2g").join(pem_files[0]).display().to_string());
+    assert_eq!(
+        fs::read_link(store.path("ca/v2g").join(&hash))
+            .unwrap()
+            .to_string_lossy(),
+        *pem_files[0]
+    );
+    assert_eq!(
+        sec.get_verify_location(Ca::V2G),
+        store.path("ca/v2g").display().to_string()
+    );
+    assert_eq!(
+        sec.get_verify_file(Ca::V2G),
+        store
+            .path("ca/v2g")
+            .join(pem_files[0])
+            .display()
+            .to_string()
+    );
 
     // openssl verify with -CApath on the directory accepts the Sub-CA.
     let sub = store.dir.path().join("sub.pem");
@@ -143,7 +238,11 @@ fn install_into_directory_bundle_writes_everest_name_and_hash_links() {
         .arg(&sub)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Deleting the root removes its file and its link.
     let h = hash_of(&pki.v2g_root, &pki.v2g_root);
@@ -159,21 +258,31 @@ fn write_errors_are_reported() {
     fs::create_dir_all(store.path("ca/mo")).unwrap();
     let sec = evsec::EvseSecurity::open(store.config_with("mo_ca_bundle = \"ca/mo\"\n")).unwrap();
     fs::remove_dir(store.path("ca/mo")).unwrap();
-    assert_eq!(sec.install_ca_certificate(&pki.mo_root.pem(), Ca::MO).unwrap(), (I::WriteError, vec![]));
+    assert_eq!(
+        sec.install_ca_certificate(&pki.mo_root.pem(), Ca::MO)
+            .unwrap(),
+        (I::WriteError, vec![])
+    );
 }
 
 #[test]
 fn store_quota_refuses_installs() {
     let pki = pki();
     let store = TempStore::with_pki(&pki);
-    let sec = evsec::EvseSecurity::open(store.config_with("[limits]\nmax_store_entries = 9\n")).unwrap();
+    let sec =
+        evsec::EvseSecurity::open(store.config_with("[limits]\nmax_store_entries = 9\n")).unwrap();
     // The tree holds 9 files already.
     assert_eq!(
-        sec.install_ca_certificate(&pki.csms_leaf.pem(), Ca::CSMS).unwrap().0,
+        sec.install_ca_certificate(&pki.csms_leaf.pem(), Ca::CSMS)
+            .unwrap()
+            .0,
         I::InvalidCertificateChain
     );
     let other = issue(&CertSpec::ca("Other MO", None), None).unwrap();
-    assert_eq!(sec.install_ca_certificate(&other.pem(), Ca::MO).unwrap().0, I::CertificateStoreMaxLengthExceeded);
+    assert_eq!(
+        sec.install_ca_certificate(&other.pem(), Ca::MO).unwrap().0,
+        I::CertificateStoreMaxLengthExceeded
+    );
 }
 
 #[test]
@@ -191,7 +300,10 @@ fn listing_follows_the_contract() {
     assert_eq!(chains.len(), 1);
     assert_eq!(chains[0].certificate_type, Ct::V2GRootCertificate);
     assert_eq!(chains[0].certificate_hash_data, root);
-    assert_eq!(chains[0].child_certificate_hash_data, vec![sub1.clone(), sub2.clone()]);
+    assert_eq!(
+        chains[0].child_certificate_hash_data,
+        vec![sub1.clone(), sub2.clone()]
+    );
 
     let (_, chains) = sec.get_installed_certificates(&[Ct::V2GCertificateChain]);
     assert_eq!(chains.len(), 1);
@@ -202,16 +314,28 @@ fn listing_follows_the_contract() {
     let types: Vec<Ct> = all.iter().map(|c| c.certificate_type).collect();
     assert_eq!(
         types,
-        vec![Ct::V2GRootCertificate, Ct::MORootCertificate, Ct::CSMSRootCertificate, Ct::V2GCertificateChain, Ct::MFRootCertificate]
+        vec![
+            Ct::V2GRootCertificate,
+            Ct::MORootCertificate,
+            Ct::CSMSRootCertificate,
+            Ct::V2GCertificateChain,
+            Ct::MFRootCertificate
+        ]
     );
-    assert_eq!(all[1].certificate_hash_data, hash_of(&pki.mo_root, &pki.mo_root));
+    assert_eq!(
+        all[1].certificate_hash_data,
+        hash_of(&pki.mo_root, &pki.mo_root)
+    );
 
     // root 3 + MO + CSMS + MF + (SECC dir: leaf, sub2, sub1) + CSMS leaf
     assert_eq!(sec.certificate_entries(), 10);
 
     let empty = TempStore::empty();
     let sec = empty.open();
-    assert_eq!(sec.get_installed_certificates(&[]), (GetInstalledCertificatesStatus::NotFound, vec![]));
+    assert_eq!(
+        sec.get_installed_certificates(&[]),
+        (GetInstalledCertificatesStatus::NotFound, vec![])
+    );
 }
 
 #[test]
@@ -219,26 +343,49 @@ fn expired_and_future_certificates_are_listed_and_deletable() {
     let pki = pki();
     let store = TempStore::with_pki(&pki);
     let old_root = issue(&CertSpec::ca("Expired MO Root", None).valid(-30, -1), None).unwrap();
-    let old_sub = issue(&CertSpec::ca("Expired MO Sub", None).valid(-30, -2), Some(&old_root)).unwrap();
+    let old_sub = issue(
+        &CertSpec::ca("Expired MO Sub", None).valid(-30, -2),
+        Some(&old_root),
+    )
+    .unwrap();
     let future_root = issue(&CertSpec::ca("Future MO Root", None).valid(5, 50), None).unwrap();
     let bundle = pki.mo_root.pem() + &old_root.pem() + &old_sub.pem() + &future_root.pem();
     fs::write(store.path("ca/mo/MO_ROOT_CA.pem"), &bundle).unwrap();
     let sec = store.open();
     let (_, chains) = sec.get_installed_certificates(&[Ct::MORootCertificate]);
     assert_eq!(chains.len(), 3);
-    assert_eq!(chains[1].certificate_hash_data, hash_of(&old_root, &old_root));
-    assert_eq!(chains[1].child_certificate_hash_data, vec![hash_of(&old_sub, &old_root)]);
-    assert_eq!(chains[2].certificate_hash_data, hash_of(&future_root, &future_root));
+    assert_eq!(
+        chains[1].certificate_hash_data,
+        hash_of(&old_root, &old_root)
+    );
+    assert_eq!(
+        chains[1].child_certificate_hash_data,
+        vec![hash_of(&old_sub, &old_root)]
+    );
+    assert_eq!(
+        chains[2].certificate_hash_data,
+        hash_of(&future_root, &future_root)
+    );
 
     // Deleting the expired root removes its expired child too, and keeps
     // every other byte of the file.
-    assert_eq!(sec.delete_certificate(&hash_of(&old_root, &old_root)).0, D::Accepted);
+    assert_eq!(
+        sec.delete_certificate(&hash_of(&old_root, &old_root)).0,
+        D::Accepted
+    );
     assert_eq!(
         fs::read_to_string(store.path("ca/mo/MO_ROOT_CA.pem")).unwrap(),
         pki.mo_root.pem() + &future_root.pem()
     );
-    assert_eq!(sec.delete_certificate(&hash_of(&future_root, &future_root)).0, D::Accepted);
-    assert_eq!(fs::read_to_string(store.path("ca/mo/MO_ROOT_CA.pem")).unwrap(), pki.mo_root.pem());
+    assert_eq!(
+        sec.delete_certificate(&hash_of(&future_root, &future_root))
+            .0,
+        D::Accepted
+    );
+    assert_eq!(
+        fs::read_to_string(store.path("ca/mo/MO_ROOT_CA.pem")).unwrap(),
+        pki.mo_root.pem()
+    );
 }
 
 #[test]
@@ -278,7 +425,12 @@ fn leaf_delete_removes_its_files_key_and_ocsp_and_nothing_else() {
     let other = hash_of(&pki.cpo_sub1, &pki.v2g_root);
     let ocsp = store.path("client/cso/ocsp");
     fs::create_dir_all(&ocsp).unwrap();
-    let hash_lines = |h: &HashData| format!("SHA256\n{}\n{}\n{}\n", h.issuer_name_hash, h.issuer_key_hash, h.serial_number);
+    let hash_lines = |h: &HashData| {
+        format!(
+            "SHA256\n{}\n{}\n{}\n",
+            h.issuer_name_hash, h.issuer_key_hash, h.serial_number
+        )
+    };
     fs::write(ocsp.join("a_ocsp.hash"), hash_lines(&leaf)).unwrap();
     fs::write(ocsp.join("a_ocsp.der"), b"\x30\x03\x0a\x01\x00").unwrap();
     fs::write(ocsp.join("b_ocsp.hash"), hash_lines(&other)).unwrap();
@@ -288,7 +440,14 @@ fn leaf_delete_removes_its_files_key_and_ocsp_and_nothing_else() {
 
     let (result, changes) = sec.delete_certificate(&leaf);
     assert_eq!(result, D::Accepted);
-    assert_eq!(changes, vec![StoreChange { operation: StoreOperation::Deleted, ca: None, leaf: Some(L::V2G) }]);
+    assert_eq!(
+        changes,
+        vec![StoreChange {
+            operation: StoreOperation::Deleted,
+            ca: None,
+            leaf: Some(L::V2G)
+        }]
+    );
     let after = tree_contents(&store.certs);
     let removed: Vec<String> = before
         .iter()
@@ -306,7 +465,10 @@ fn leaf_delete_removes_its_files_key_and_ocsp_and_nothing_else() {
         ]
     );
     for (path, bytes) in &after {
-        assert_eq!(before.iter().find(|(p, _)| p == path).map(|(_, b)| b), Some(bytes));
+        assert_eq!(
+            before.iter().find(|(p, _)| p == path).map(|(_, b)| b),
+            Some(bytes)
+        );
     }
     assert_eq!(sec.delete_certificate(&leaf).0, D::NotFound);
 }
@@ -317,8 +479,16 @@ fn csms_client_certificate_is_never_deleted() {
     let store = TempStore::with_pki(&pki);
     // The same certificate is also an SECC leaf: still refused, and the
     // SECC copy stays.
-    fs::copy(store.path("client/csms/CSMS_LEAF.pem"), store.path("client/cso/COPY.pem")).unwrap();
-    fs::copy(store.path("client/csms/CSMS_LEAF.key"), store.path("client/cso/COPY.key")).unwrap();
+    fs::copy(
+        store.path("client/csms/CSMS_LEAF.pem"),
+        store.path("client/cso/COPY.pem"),
+    )
+    .unwrap();
+    fs::copy(
+        store.path("client/csms/CSMS_LEAF.key"),
+        store.path("client/cso/COPY.key"),
+    )
+    .unwrap();
     let sec = store.open();
     let before = tree_contents(&store.certs);
     let h = hash_of(&pki.csms_leaf, &pki.csms_root);
@@ -334,35 +504,70 @@ fn verification_results() {
     let chain = pki.secc_chain_pem();
     assert_eq!(sec.verify_certificate(&chain, &[L::V2G]).unwrap(), V::Valid);
     // The chain file's Sub-CAs are also in the bundle, so the leaf alone verifies.
-    assert_eq!(sec.verify_certificate(&pki.secc_leaf.pem(), &[L::V2G]).unwrap(), V::Valid);
-    assert_eq!(sec.verify_certificate(&chain, &[L::MO, L::V2G]).unwrap(), V::Valid);
-    assert_eq!(sec.verify_certificate(&chain, &[L::MO]).unwrap(), V::IssuerNotFound);
-    assert_eq!(sec.verify_certificate(&chain, &[]).unwrap(), V::IssuerNotFound);
-    assert_eq!(sec.verify_certificate("garbage", &[L::V2G]).unwrap(), V::Unknown);
+    assert_eq!(
+        sec.verify_certificate(&pki.secc_leaf.pem(), &[L::V2G])
+            .unwrap(),
+        V::Valid
+    );
+    assert_eq!(
+        sec.verify_certificate(&chain, &[L::MO, L::V2G]).unwrap(),
+        V::Valid
+    );
+    assert_eq!(
+        sec.verify_certificate(&chain, &[L::MO]).unwrap(),
+        V::IssuerNotFound
+    );
+    assert_eq!(
+        sec.verify_certificate(&chain, &[]).unwrap(),
+        V::IssuerNotFound
+    );
+    assert_eq!(
+        sec.verify_certificate("garbage", &[L::V2G]).unwrap(),
+        V::Unknown
+    );
     assert_eq!(sec.verify_certificate("", &[L::V2G]).unwrap(), V::Unknown);
 
     // A leaf from another PKI whose issuer is absent everywhere.
     let stranger_root = issue(&CertSpec::ca("Stranger", None), None).unwrap();
     let stranger_sub = issue(&CertSpec::ca("Stranger Sub", Some(0)), Some(&stranger_root)).unwrap();
     let stranger = issue(&CertSpec::leaf("stranger"), Some(&stranger_sub)).unwrap();
-    assert_eq!(sec.verify_certificate(&stranger.pem(), &[L::V2G]).unwrap(), V::IssuerNotFound);
+    assert_eq!(
+        sec.verify_certificate(&stranger.pem(), &[L::V2G]).unwrap(),
+        V::IssuerNotFound
+    );
     let two = stranger.pem() + &stranger_sub.pem();
-    assert_eq!(sec.verify_certificate(&two, &[L::V2G]).unwrap(), V::IssuerNotFound);
+    assert_eq!(
+        sec.verify_certificate(&two, &[L::V2G]).unwrap(),
+        V::IssuerNotFound
+    );
     // A self-signed root in the input is not an anchor.
     let three = two + &stranger_root.pem();
-    assert_eq!(sec.verify_certificate(&three, &[L::V2G]).unwrap(), V::IssuerNotFound);
+    assert_eq!(
+        sec.verify_certificate(&three, &[L::V2G]).unwrap(),
+        V::IssuerNotFound
+    );
 
     // Expired leaf; leaf under an expired Sub-CA (the reference accepts it).
     let expired = issue(&CertSpec::leaf("old").valid(-10, -1), Some(&pki.cpo_sub2)).unwrap();
-    assert_eq!(sec.verify_certificate(&expired.pem(), &[L::V2G]).unwrap(), V::Expired);
-    let expired_sub = issue(&CertSpec::ca("Old Sub", Some(0)).valid(-10, -1), Some(&pki.cpo_sub1)).unwrap();
+    assert_eq!(
+        sec.verify_certificate(&expired.pem(), &[L::V2G]).unwrap(),
+        V::Expired
+    );
+    let expired_sub = issue(
+        &CertSpec::ca("Old Sub", Some(0)).valid(-10, -1),
+        Some(&pki.cpo_sub1),
+    )
+    .unwrap();
     let under_expired = issue(&CertSpec::leaf("child"), Some(&expired_sub)).unwrap();
     let c = under_expired.pem() + &expired_sub.pem();
     assert_eq!(sec.verify_certificate(&c, &[L::V2G]).unwrap(), V::Expired);
 
     // A not-yet-valid leaf is accepted (it may be installed ahead of use).
     let future = issue(&CertSpec::leaf("future").valid(2, 30), Some(&pki.cpo_sub2)).unwrap();
-    assert_eq!(sec.verify_certificate(&future.pem(), &[L::V2G]).unwrap(), V::Valid);
+    assert_eq!(
+        sec.verify_certificate(&future.pem(), &[L::V2G]).unwrap(),
+        V::Valid
+    );
 
     // A tampered intermediate.
     let bad_sub = tampered(&pki.cpo_sub2.cert).unwrap();
@@ -370,20 +575,31 @@ fn verification_results() {
     let c = leaf_under_bad.pem() + &String::from_utf8(bad_sub.to_pem().unwrap()).unwrap();
     let store2 = TempStore::empty();
     let sec2 = store2.open();
-    sec2.install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G).unwrap();
-    sec2.install_ca_certificate(&pki.cpo_sub1.pem(), Ca::V2G).unwrap();
-    assert_eq!(sec2.verify_certificate(&c, &[L::V2G]).unwrap(), V::InvalidSignature);
+    sec2.install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G)
+        .unwrap();
+    sec2.install_ca_certificate(&pki.cpo_sub1.pem(), Ca::V2G)
+        .unwrap();
+    assert_eq!(
+        sec2.verify_certificate(&c, &[L::V2G]).unwrap(),
+        V::InvalidSignature
+    );
 
     // A leaf whose own signature is broken.
     let bad_leaf = tampered(&pki.secc_leaf.cert).unwrap();
     let c = String::from_utf8(bad_leaf.to_pem().unwrap()).unwrap() + &pki.cpo_sub2.pem();
-    assert_eq!(sec.verify_certificate(&c, &[L::V2G]).unwrap(), V::InvalidLeafSignature);
+    assert_eq!(
+        sec.verify_certificate(&c, &[L::V2G]).unwrap(),
+        V::InvalidLeafSignature
+    );
 
     // Path length: a third CA under Sub-CA 2 (pathlen 0).
     let sub3 = issue(&CertSpec::ca("Sub 3", None), Some(&pki.cpo_sub2)).unwrap();
     let leaf3 = issue(&CertSpec::leaf("deep"), Some(&sub3)).unwrap();
     let c = leaf3.pem() + &sub3.pem() + &pki.cpo_sub2.pem() + &pki.cpo_sub1.pem();
-    assert_eq!(sec.verify_certificate(&c, &[L::V2G]).unwrap(), V::InvalidChain);
+    assert_eq!(
+        sec.verify_certificate(&c, &[L::V2G]).unwrap(),
+        V::InvalidChain
+    );
 }
 
 #[test]
@@ -414,15 +630,36 @@ fn hand_edits_are_seen_at_the_next_call() {
     // Changed in place: now a different root.
     fs::write(store.path("ca/mo/hand.pem"), pki.mf_root.pem()).unwrap();
     let (_, chains) = sec.get_installed_certificates(&[Ct::MORootCertificate]);
-    assert_eq!(chains[0].certificate_hash_data, hash_of(&pki.mf_root, &pki.mf_root));
+    assert_eq!(
+        chains[0].certificate_hash_data,
+        hash_of(&pki.mf_root, &pki.mf_root)
+    );
     fs::remove_file(store.path("ca/mo/hand.pem")).unwrap();
     assert!(!sec.is_ca_certificate_installed(Ca::MO));
     assert_eq!(sec.certificate_entries(), 0);
     // A leaf and its key dropped into the SECC directory.
-    fs::write(store.path("client/cso/SECC_LEAF_x.pem"), pki.secc_chain_pem()).unwrap();
-    assert_eq!(sec.get_installed_certificates(&[Ct::V2GCertificateChain]).1.len(), 0);
-    fs::write(store.path("client/cso/SECC_LEAF_x.key"), pki.secc_leaf.key_pem()).unwrap();
-    assert_eq!(sec.get_installed_certificates(&[Ct::V2GCertificateChain]).1.len(), 1);
+    fs::write(
+        store.path("client/cso/SECC_LEAF_x.pem"),
+        pki.secc_chain_pem(),
+    )
+    .unwrap();
+    assert_eq!(
+        sec.get_installed_certificates(&[Ct::V2GCertificateChain])
+            .1
+            .len(),
+        0
+    );
+    fs::write(
+        store.path("client/cso/SECC_LEAF_x.key"),
+        pki.secc_leaf.key_pem(),
+    )
+    .unwrap();
+    assert_eq!(
+        sec.get_installed_certificates(&[Ct::V2GCertificateChain])
+            .1
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -433,19 +670,31 @@ fn corrupt_files_are_left_alone() {
     let full = fs::read_to_string(&v2g).unwrap();
     let truncated = &full[..full.len() - 100];
     fs::write(&v2g, truncated).unwrap();
-    fs::write(store.path("client/cso/garbage.pem"), b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n").unwrap();
+    fs::write(
+        store.path("client/cso/garbage.pem"),
+        b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     let before = tree_contents(&store.certs);
     let sec = store.open();
     assert!(sec.is_ca_certificate_installed(Ca::MO));
     assert!(!sec.is_ca_certificate_installed(Ca::V2G));
     let other = issue(&CertSpec::ca("Other", None), None).unwrap();
-    assert_eq!(sec.install_ca_certificate(&other.pem(), Ca::MF).unwrap().0, I::Accepted);
+    assert_eq!(
+        sec.install_ca_certificate(&other.pem(), Ca::MF).unwrap().0,
+        I::Accepted
+    );
     let after = tree_contents(&store.certs);
     for (path, bytes) in &before {
         if path.ends_with("MF_ROOT_CA.pem") {
             continue;
         }
-        assert_eq!(after.iter().find(|(p, _)| p == path).map(|(_, b)| b), Some(bytes), "{}", path.display());
+        assert_eq!(
+            after.iter().find(|(p, _)| p == path).map(|(_, b)| b),
+            Some(bytes),
+            "{}",
+            path.display()
+        );
     }
 }
 
@@ -460,10 +709,22 @@ fn encrypted_keys_pair_with_their_certificates() {
         .unwrap();
     fs::write(store.path("client/cso/SECC_LEAF.key"), encrypted).unwrap();
     let plain = store.open();
-    assert_eq!(plain.get_installed_certificates(&[Ct::V2GCertificateChain]).1.len(), 0);
+    assert_eq!(
+        plain
+            .get_installed_certificates(&[Ct::V2GCertificateChain])
+            .1
+            .len(),
+        0
+    );
     drop(plain);
-    let sec = evsec::EvseSecurity::open(store.config_with("private_key_password = \"s3cret\"\n")).unwrap();
-    assert_eq!(sec.get_installed_certificates(&[Ct::V2GCertificateChain]).1.len(), 1);
+    let sec = evsec::EvseSecurity::open(store.config_with("private_key_password = \"s3cret\"\n"))
+        .unwrap();
+    assert_eq!(
+        sec.get_installed_certificates(&[Ct::V2GCertificateChain])
+            .1
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -476,8 +737,16 @@ fn stale_temp_files_are_removed_and_a_second_store_owner_is_refused() {
     assert!(!stale.exists());
     let second = evsec::EvseSecurity::open(store.config());
     assert!(second.is_err());
-    assert!(second.err().unwrap().to_string().contains("held by another evsecd"));
+    assert!(second
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("held by another evsecd"));
     drop(sec);
-    let mode = fs::metadata(store.path(".evsecd.lock")).unwrap().permissions().mode() & 0o777;
+    let mode = fs::metadata(store.path(".evsecd.lock"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
 }

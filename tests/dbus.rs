@@ -18,11 +18,15 @@ const PATH: &str = "/org/evsec/EvseSecurity1";
 
 fn hash_of(cert: &Issued, issuer: &Issued) -> WireHashData {
     let facts = |i: &Issued| CertFacts::new(i.cert.clone()).unwrap();
-    facts(cert).hash_data(HashAlgorithm::SHA256, &facts(issuer).key_bits).to_wire()
+    facts(cert)
+        .hash_data(HashAlgorithm::SHA256, &facts(issuer).key_bits)
+        .to_wire()
 }
 
 async fn client(bus: &PrivateBus) -> Client {
-    Client::connect(&Bus::Address(bus.address.clone())).await.expect("connect")
+    Client::connect(&Bus::Address(bus.address.clone()))
+        .await
+        .expect("connect")
 }
 
 async fn next_update(updates: &mut StoreUpdates) -> (String, String, String) {
@@ -56,12 +60,29 @@ async fn every_method_over_a_real_bus() {
 
     // InstallCaCertificate, with its signal and the entry count.
     let extra = issue(&CertSpec::ca("Second MO Root", None), None).unwrap();
-    assert_eq!(c.install_ca_certificate(&extra.pem(), "MO").await.unwrap(), "Accepted");
-    assert_eq!(next_update(&mut updates).await, ("Installed".into(), "MO".into(), "".into()));
+    assert_eq!(
+        c.install_ca_certificate(&extra.pem(), "MO").await.unwrap(),
+        "Accepted"
+    );
+    assert_eq!(
+        next_update(&mut updates).await,
+        ("Installed".into(), "MO".into(), "".into())
+    );
     assert_eq!(c.certificate_entries().await.unwrap(), 11);
-    assert_eq!(c.install_ca_certificate(&extra.pem(), "MO").await.unwrap(), "Accepted");
-    assert_eq!(c.install_ca_certificate("junk", "MO").await.unwrap(), "InvalidFormat");
-    assert_eq!(c.install_ca_certificate(&pki.secc_leaf.pem(), "V2G").await.unwrap(), "InvalidCertificateChain");
+    assert_eq!(
+        c.install_ca_certificate(&extra.pem(), "MO").await.unwrap(),
+        "Accepted"
+    );
+    assert_eq!(
+        c.install_ca_certificate("junk", "MO").await.unwrap(),
+        "InvalidFormat"
+    );
+    assert_eq!(
+        c.install_ca_certificate(&pki.secc_leaf.pem(), "V2G")
+            .await
+            .unwrap(),
+        "InvalidCertificateChain"
+    );
     assert_eq!(c.certificate_entries().await.unwrap(), 11);
     let msg = invalid_args(c.install_ca_certificate(&extra.pem(), "mo").await);
     assert!(msg.contains("expected one of: V2G, MO, CSMS, MF"), "{msg}");
@@ -74,40 +95,95 @@ async fn every_method_over_a_real_bus() {
     assert!(invalid_args(c.get_verify_file("OEM").await).contains("OEM"));
 
     // VerifyCertificate.
-    assert_eq!(c.verify_certificate(&pki.secc_chain_pem(), &["V2G"]).await.unwrap(), "Valid");
-    assert_eq!(c.verify_certificate(&pki.secc_chain_pem(), &["MF"]).await.unwrap(), "IssuerNotFound");
-    assert_eq!(c.verify_certificate("x", &["V2G"]).await.unwrap(), "Unknown");
-    assert!(invalid_args(c.verify_certificate("x", &["V2G", "Nope"]).await).contains("certificate_types"));
+    assert_eq!(
+        c.verify_certificate(&pki.secc_chain_pem(), &["V2G"])
+            .await
+            .unwrap(),
+        "Valid"
+    );
+    assert_eq!(
+        c.verify_certificate(&pki.secc_chain_pem(), &["MF"])
+            .await
+            .unwrap(),
+        "IssuerNotFound"
+    );
+    assert_eq!(
+        c.verify_certificate("x", &["V2G"]).await.unwrap(),
+        "Unknown"
+    );
+    assert!(
+        invalid_args(c.verify_certificate("x", &["V2G", "Nope"]).await)
+            .contains("certificate_types")
+    );
 
     // GetInstalledCertificates.
-    let (status, chains) = c.get_installed_certificates(&["V2GRootCertificate", "V2GCertificateChain"]).await.unwrap();
+    let (status, chains) = c
+        .get_installed_certificates(&["V2GRootCertificate", "V2GCertificateChain"])
+        .await
+        .unwrap();
     assert_eq!(status, "Accepted");
     assert_eq!(chains.len(), 2);
     assert_eq!(chains[0].0, "V2GRootCertificate");
     assert_eq!(chains[0].1, hash_of(&pki.v2g_root, &pki.v2g_root));
-    assert_eq!(chains[0].2, vec![hash_of(&pki.cpo_sub1, &pki.v2g_root), hash_of(&pki.cpo_sub2, &pki.cpo_sub1)]);
+    assert_eq!(
+        chains[0].2,
+        vec![
+            hash_of(&pki.cpo_sub1, &pki.v2g_root),
+            hash_of(&pki.cpo_sub2, &pki.cpo_sub1)
+        ]
+    );
     assert_eq!(chains[1].0, "V2GCertificateChain");
     assert_eq!(chains[1].1, hash_of(&pki.secc_leaf, &pki.cpo_sub2));
-    assert!(invalid_args(c.get_installed_certificates(&["OEMRootCertificate"]).await).contains("MFRootCertificate"));
+    assert!(
+        invalid_args(c.get_installed_certificates(&["OEMRootCertificate"]).await)
+            .contains("MFRootCertificate")
+    );
 
     // DeleteCertificate: Accepted with its signal, then NotFound, then the
     // refused CSMS client certificate; neither of the last two signals.
     let h = hash_of(&extra, &extra);
     assert_eq!(c.delete_certificate(&h).await.unwrap(), "Accepted");
-    assert_eq!(next_update(&mut updates).await, ("Deleted".into(), "MO".into(), "".into()));
+    assert_eq!(
+        next_update(&mut updates).await,
+        ("Deleted".into(), "MO".into(), "".into())
+    );
     assert_eq!(c.delete_certificate(&h).await.unwrap(), "NotFound");
     let before = tree_contents(&store.certs);
-    assert_eq!(c.delete_certificate(&hash_of(&pki.csms_leaf, &pki.csms_root)).await.unwrap(), "Failed");
+    assert_eq!(
+        c.delete_certificate(&hash_of(&pki.csms_leaf, &pki.csms_root))
+            .await
+            .unwrap(),
+        "Failed"
+    );
     assert_eq!(tree_contents(&store.certs), before);
     let leaf = hash_of(&pki.secc_leaf, &pki.cpo_sub2);
-    let upper = (leaf.0.clone(), leaf.1.to_uppercase(), leaf.2.to_uppercase(), format!("00{}", leaf.3));
+    let upper = (
+        leaf.0.clone(),
+        leaf.1.to_uppercase(),
+        leaf.2.to_uppercase(),
+        format!("00{}", leaf.3),
+    );
     assert_eq!(c.delete_certificate(&upper).await.unwrap(), "Accepted");
     // The next signal is the SECC delete: nothing was sent in between.
-    assert_eq!(next_update(&mut updates).await, ("Deleted".into(), "".into(), "V2G".into()));
+    assert_eq!(
+        next_update(&mut updates).await,
+        ("Deleted".into(), "".into(), "V2G".into())
+    );
     assert!(!store.path("client/cso/SECC_LEAF.key").exists());
-    let bad = ("SHA256".to_owned(), "zz".repeat(32), "00".repeat(32), "1".to_owned());
-    assert!(invalid_args(c.delete_certificate(&bad).await).contains("issuer_name_hash must be hexadecimal"));
-    let long = ("SHA256".to_owned(), "00".repeat(33), "00".repeat(32), "1".to_owned());
+    let bad = (
+        "SHA256".to_owned(),
+        "zz".repeat(32),
+        "00".repeat(32),
+        "1".to_owned(),
+    );
+    assert!(invalid_args(c.delete_certificate(&bad).await)
+        .contains("issuer_name_hash must be hexadecimal"));
+    let long = (
+        "SHA256".to_owned(),
+        "00".repeat(33),
+        "00".repeat(32),
+        "1".to_owned(),
+    );
     assert!(invalid_args(c.delete_certificate(&long).await).contains("64 hex digits"));
 
     assert_eq!(daemon.terminate(), Some(0));
@@ -127,12 +203,41 @@ fn busctl_installs_lists_and_deletes() {
     let root = store.dir.path().join("root.pem");
     std::fs::write(&root, pki.mf_root.pem()).unwrap();
 
-    let (ok, out, err) = busctl(a, &["call", DEST, PATH, DEST, "InstallCaCertificate", "--", "ss", &pem_arg(&root), "MF"]);
+    let (ok, out, err) = busctl(
+        a,
+        &[
+            "call",
+            DEST,
+            PATH,
+            DEST,
+            "InstallCaCertificate",
+            "--",
+            "ss",
+            &pem_arg(&root),
+            "MF",
+        ],
+    );
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "s \"Accepted\"");
-    assert_eq!(std::fs::read_to_string(store.path("ca/mf/MF_ROOT_CA.pem")).unwrap(), pki.mf_root.pem());
+    assert_eq!(
+        std::fs::read_to_string(store.path("ca/mf/MF_ROOT_CA.pem")).unwrap(),
+        pki.mf_root.pem()
+    );
 
-    let (ok, out, err) = busctl(a, &["--json=short", "call", DEST, PATH, DEST, "GetInstalledCertificates", "as", "1", "MFRootCertificate"]);
+    let (ok, out, err) = busctl(
+        a,
+        &[
+            "--json=short",
+            "call",
+            DEST,
+            PATH,
+            DEST,
+            "GetInstalledCertificates",
+            "as",
+            "1",
+            "MFRootCertificate",
+        ],
+    );
     assert!(ok, "{err}");
     let h = hash_of(&pki.mf_root, &pki.mf_root);
     let expected = format!(
@@ -145,12 +250,40 @@ fn busctl_installs_lists_and_deletes() {
     assert!(ok);
     assert_eq!(out.trim(), "u 1");
 
-    let (ok, out, err) = busctl(a, &["call", DEST, PATH, DEST, "DeleteCertificate", "(ssss)", "SHA256", &h.1, &h.2, &h.3]);
+    let (ok, out, err) = busctl(
+        a,
+        &[
+            "call",
+            DEST,
+            PATH,
+            DEST,
+            "DeleteCertificate",
+            "(ssss)",
+            "SHA256",
+            &h.1,
+            &h.2,
+            &h.3,
+        ],
+    );
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "s \"Accepted\"");
-    assert_eq!(std::fs::read_to_string(store.path("ca/mf/MF_ROOT_CA.pem")).unwrap(), "");
+    assert_eq!(
+        std::fs::read_to_string(store.path("ca/mf/MF_ROOT_CA.pem")).unwrap(),
+        ""
+    );
 
-    let (ok, _, err) = busctl(a, &["call", DEST, PATH, DEST, "IsCaCertificateInstalled", "s", "mf"]);
+    let (ok, _, err) = busctl(
+        a,
+        &[
+            "call",
+            DEST,
+            PATH,
+            DEST,
+            "IsCaCertificateInstalled",
+            "s",
+            "mf",
+        ],
+    );
     assert!(!ok);
     assert!(err.contains("expected one of: V2G, MO, CSMS, MF"), "{err}");
 }
@@ -162,20 +295,35 @@ fn a_wrong_signature_is_invalid_args() {
     let _daemon = Daemon::start(&store.write_config(""), &bus);
     let out = Command::new("dbus-send")
         .arg(format!("--bus={}", bus.address))
-        .args(["--print-reply", "--dest=org.evsec.EvseSecurity1", PATH, "org.evsec.EvseSecurity1.IsCaCertificateInstalled", "int32:5"])
+        .args([
+            "--print-reply",
+            "--dest=org.evsec.EvseSecurity1",
+            PATH,
+            "org.evsec.EvseSecurity1.IsCaCertificateInstalled",
+            "int32:5",
+        ])
         .output()
         .expect("dbus-send");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("org.freedesktop.DBus.Error.InvalidArgs"), "{err}");
+    assert!(
+        err.contains("org.freedesktop.DBus.Error.InvalidArgs"),
+        "{err}"
+    );
 }
 
 /// The interface section of the live introspection data.
 fn live_interface_xml(address: &str) -> String {
     let (ok, out, err) = busctl(address, &["--xml-interface", "introspect", DEST, PATH]);
     assert!(ok, "{err}");
-    let start = out.find("  <interface name=\"org.evsec.EvseSecurity1\">").expect("interface in XML");
-    let end = start + out[start..].find("  </interface>").expect("end of interface") + "  </interface>\n".len();
+    let start = out
+        .find("  <interface name=\"org.evsec.EvseSecurity1\">")
+        .expect("interface in XML");
+    let end = start
+        + out[start..]
+            .find("  </interface>")
+            .expect("end of interface")
+        + "  </interface>\n".len();
     out[start..end].to_owned()
 }
 
@@ -185,12 +333,19 @@ fn introspection_matches_the_xml_in_the_repository() {
     let bus = PrivateBus::start();
     let _daemon = Daemon::start(&store.write_config(""), &bus);
     let live = live_interface_xml(&bus.address);
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/dbus").join(evsec::dbus::INTROSPECTION_FILE);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/dbus")
+        .join(evsec::dbus::INTROSPECTION_FILE);
     if std::env::var_os("EVSEC_UPDATE_XML").is_some() {
         std::fs::write(&file, format!("<node>\n{live}</node>\n")).unwrap();
     }
     let kept = std::fs::read_to_string(&file).expect("introspection XML in the repository");
-    assert_eq!(kept, format!("<node>\n{live}</node>\n"), "run with EVSEC_UPDATE_XML=1 to refresh {}", file.display());
+    assert_eq!(
+        kept,
+        format!("<node>\n{live}</node>\n"),
+        "run with EVSEC_UPDATE_XML=1 to refresh {}",
+        file.display()
+    );
     for (name, sig) in [
         ("InstallCaCertificate", "ss"),
         ("DeleteCertificate", "(ssss)"),
@@ -202,7 +357,10 @@ fn introspection_matches_the_xml_in_the_repository() {
     ] {
         let (ok, out, _) = busctl(&bus.address, &["introspect", DEST, PATH, DEST]);
         assert!(ok);
-        let line = out.lines().find(|l| l.starts_with(&format!(".{name} "))).unwrap_or_else(|| panic!("{name}"));
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!(".{name} ")))
+            .unwrap_or_else(|| panic!("{name}"));
         assert_eq!(line.split_whitespace().nth(2), Some(sig), "{line}");
     }
 }
@@ -217,15 +375,36 @@ fn second_instance_fails_without_taking_the_name_and_sigterm_exits_zero() {
     let code = common::wait_with_timeout(&mut second.child, Duration::from_secs(10));
     assert_eq!(code, Some(1));
     let log = second.log();
-    assert!(log.contains("bus name org.evsec.EvseSecurity1 is already owned"), "{log}");
+    assert!(
+        log.contains("bus name org.evsec.EvseSecurity1 is already owned"),
+        "{log}"
+    );
     // The first still answers, from its own store.
-    let (ok, out, _) = busctl(&bus.address, &["call", DEST, PATH, DEST, "GetVerifyFile", "s", "V2G"]);
+    let (ok, out, _) = busctl(
+        &bus.address,
+        &["call", DEST, PATH, DEST, "GetVerifyFile", "s", "V2G"],
+    );
     assert!(ok);
-    assert!(out.contains(&first_store.path("ca/v2g/V2G_ROOT_CA.pem").display().to_string()), "{out}");
+    assert!(
+        out.contains(
+            &first_store
+                .path("ca/v2g/V2G_ROOT_CA.pem")
+                .display()
+                .to_string()
+        ),
+        "{out}"
+    );
     // A second daemon on the same store is refused by the store lock.
     let mut third = Daemon::spawn(&first_store.write_config(""), &bus);
-    assert_eq!(common::wait_with_timeout(&mut third.child, Duration::from_secs(10)), Some(1));
-    assert!(third.log().contains("held by another evsecd"), "{}", third.log());
+    assert_eq!(
+        common::wait_with_timeout(&mut third.child, Duration::from_secs(10)),
+        Some(1)
+    );
+    assert!(
+        third.log().contains("held by another evsecd"),
+        "{}",
+        third.log()
+    );
     assert_eq!(first.terminate(), Some(0));
 }
 
@@ -241,19 +420,28 @@ fn start_up_errors_are_one_line_and_name_the_cause() {
             .arg(&bus.address)
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, err) = run(&store.write_config("v2g_bundle = \"x\"\n"));
     assert_eq!(code, Some(1));
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("evsec.toml") && err.contains("key `v2g_bundle`"), "{err}");
+    assert!(
+        err.contains("evsec.toml") && err.contains("key `v2g_bundle`"),
+        "{err}"
+    );
 
     let (code, err) = run(&store.dir.path().join("missing.toml"));
     assert_eq!(code, Some(1));
     assert!(err.contains("missing.toml"), "{err}");
 
     std::fs::write(store.dir.path().join("file"), b"").unwrap();
-    let (code, err) = run(&store.write_config(&format!("mo_ca_bundle = \"{}/file/mo.pem\"\n", store.dir.path().display())));
+    let (code, err) = run(&store.write_config(&format!(
+        "mo_ca_bundle = \"{}/file/mo.pem\"\n",
+        store.dir.path().display()
+    )));
     assert_eq!(code, Some(1));
     assert!(err.contains("config key `mo_ca_bundle`"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -266,7 +454,9 @@ fn readiness_is_notified_to_systemd() {
     let bus = PrivateBus::start();
     let socket_path = store.dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_evsecd"))
         .arg("--config")
         .arg(store.write_config(""))
@@ -284,5 +474,8 @@ fn readiness_is_notified_to_systemd() {
     assert!(ok);
     // SAFETY: signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert_eq!(common::wait_with_timeout(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(
+        common::wait_with_timeout(&mut child, Duration::from_secs(10)),
+        Some(0)
+    );
 }

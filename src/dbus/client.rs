@@ -14,9 +14,17 @@ pub type WireHashDataChain = (String, WireHashData, Vec<WireHashData>);
     default_path = "/org/evsec/EvseSecurity1"
 )]
 trait EvseSecurity1 {
-    fn install_ca_certificate(&self, certificate: &str, certificate_type: &str) -> zbus::Result<String>;
+    fn install_ca_certificate(
+        &self,
+        certificate: &str,
+        certificate_type: &str,
+    ) -> zbus::Result<String>;
     fn delete_certificate(&self, certificate_hash_data: &WireHashData) -> zbus::Result<String>;
-    fn verify_certificate(&self, certificate_chain: &str, certificate_types: &[&str]) -> zbus::Result<String>;
+    fn verify_certificate(
+        &self,
+        certificate_chain: &str,
+        certificate_types: &[&str],
+    ) -> zbus::Result<String>;
     fn get_installed_certificates(
         &self,
         certificate_types: &[&str],
@@ -123,7 +131,11 @@ impl Client {
     }
 
     /// `VerifyCertificate`.
-    pub async fn verify_certificate(&self, chain: &str, types: &[&str]) -> Result<String, ClientError> {
+    pub async fn verify_certificate(
+        &self,
+        chain: &str,
+        types: &[&str],
+    ) -> Result<String, ClientError> {
         Ok(self.proxy.verify_certificate(chain, types).await?)
     }
 

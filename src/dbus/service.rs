@@ -11,7 +11,9 @@ use zbus::{interface, Connection, DBusError};
 
 use super::{builder, Bus, BUS_NAME, ERROR_PREFIX, OBJECT_PATH};
 use crate::security::{self, EvseSecurity, StoreChange};
-use crate::types::{CaCertificateType, CertificateType, HashData, LeafCertificateType, UnknownValue};
+use crate::types::{
+    CaCertificateType, CertificateType, HashData, LeafCertificateType, UnknownValue,
+};
 
 /// Blocking calls in flight at once; more wait, so that one client cannot
 /// take every blocking thread.
@@ -87,11 +89,17 @@ fn parse_arg<T: FromStr<Err = UnknownValue>>(name: &str, value: &str) -> Result<
         .map_err(|e: UnknownValue| BusError::InvalidArgs(format!("argument {name}: {e}")))
 }
 
-fn parse_args<T: FromStr<Err = UnknownValue>>(name: &str, values: &[String]) -> Result<Vec<T>, BusError> {
+fn parse_args<T: FromStr<Err = UnknownValue>>(
+    name: &str,
+    values: &[String],
+) -> Result<Vec<T>, BusError> {
     values.iter().map(|v| parse_arg(name, v)).collect()
 }
 
-fn parse_hash_data(name: &str, (alg, issuer_name, issuer_key, serial): &WireHashData) -> Result<HashData, BusError> {
+fn parse_hash_data(
+    name: &str,
+    (alg, issuer_name, issuer_key, serial): &WireHashData,
+) -> Result<HashData, BusError> {
     HashData::parse(alg, issuer_name, issuer_key, serial)
         .map_err(|e| BusError::InvalidArgs(format!("argument {name}: {e}")))
 }
@@ -127,7 +135,9 @@ impl EvseSecurityInterface {
         for change in changes {
             let ca = change.ca.map(CaCertificateType::as_str).unwrap_or("");
             let leaf = change.leaf.map(LeafCertificateType::as_str).unwrap_or("");
-            if let Err(e) = Self::certificate_store_updated(emitter, change.operation.as_str(), ca, leaf).await {
+            if let Err(e) =
+                Self::certificate_store_updated(emitter, change.operation.as_str(), ca, leaf).await
+            {
                 tracing::warn!(error = %e, "cannot emit CertificateStoreUpdated");
             }
         }
@@ -190,14 +200,19 @@ impl EvseSecurityInterface {
         certificate_types: Vec<String>,
     ) -> Result<(String, Vec<WireHashDataChain>), BusError> {
         let types: Vec<CertificateType> = parse_args("certificate_types", &certificate_types)?;
-        let (status, chains) = self.blocking(move |s| s.get_installed_certificates(&types)).await?;
+        let (status, chains) = self
+            .blocking(move |s| s.get_installed_certificates(&types))
+            .await?;
         let chains = chains
             .into_iter()
             .map(|c| {
                 (
                     c.certificate_type.as_str().to_owned(),
                     c.certificate_hash_data.to_wire(),
-                    c.child_certificate_hash_data.iter().map(HashData::to_wire).collect(),
+                    c.child_certificate_hash_data
+                        .iter()
+                        .map(HashData::to_wire)
+                        .collect(),
                 )
             })
             .collect();
@@ -206,9 +221,13 @@ impl EvseSecurityInterface {
 
     /// True when the bundle holds a currently valid root (contract 5.9).
     #[zbus(out_args("result"))]
-    async fn is_ca_certificate_installed(&self, certificate_type: String) -> Result<bool, BusError> {
+    async fn is_ca_certificate_installed(
+        &self,
+        certificate_type: String,
+    ) -> Result<bool, BusError> {
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
-        self.blocking(move |s| s.is_ca_certificate_installed(ca)).await
+        self.blocking(move |s| s.is_ca_certificate_installed(ca))
+            .await
     }
 
     /// A file holding the bundle's roots, usable as CAfile (contract 5.13).
@@ -285,7 +304,12 @@ pub async fn serve(security: Arc<EvseSecurity>, bus: &Bus) -> Result<Server, Ser
         .await
         .map_err(|e| match e {
             zbus::Error::NameTaken => ServeError::NameTaken(bus.clone()),
-            source => ServeError::Bus { bus: bus.clone(), source },
+            source => ServeError::Bus {
+                bus: bus.clone(),
+                source,
+            },
         })?;
-    Ok(Server { _connection: connection })
+    Ok(Server {
+        _connection: connection,
+    })
 }

@@ -53,7 +53,11 @@ impl TempStore {
     /// Writes a config file for evsecd and returns its path.
     pub fn write_config(&self, extra: &str) -> PathBuf {
         let path = self.dir.path().join("evsec.toml");
-        std::fs::write(&path, format!("certs_directory = \"{}\"\n{extra}", self.certs.display())).expect("config");
+        std::fs::write(
+            &path,
+            format!("certs_directory = \"{}\"\n{extra}", self.certs.display()),
+        )
+        .expect("config");
         path
     }
 }
@@ -80,14 +84,24 @@ pub fn tree_contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 /// Hash data as `openssl ocsp -req_text` prints it for `cert` under
 /// `issuer`: (name hash, key hash, serial), lowercase.
-pub fn openssl_ocsp_hash(cert_pem: &str, issuer_pem: &str, digest: &str) -> (String, String, String) {
+pub fn openssl_ocsp_hash(
+    cert_pem: &str,
+    issuer_pem: &str,
+    digest: &str,
+) -> (String, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = dir.path().join("cert.pem");
     let issuer = dir.path().join("issuer.pem");
     std::fs::write(&cert, cert_pem).expect("write");
     std::fs::write(&issuer, issuer_pem).expect("write");
     let out = Command::new("openssl")
-        .args(["ocsp", &format!("-{digest}"), "-no_nonce", "-req_text", "-issuer"])
+        .args([
+            "ocsp",
+            &format!("-{digest}"),
+            "-no_nonce",
+            "-req_text",
+            "-issuer",
+        ])
         .arg(&issuer)
         .arg("-cert")
         .arg(&cert)
@@ -101,7 +115,11 @@ pub fn openssl_ocsp_hash(cert_pem: &str, issuer_pem: &str, digest: &str) -> (Str
             .map(|v| v.trim().to_ascii_lowercase())
             .unwrap_or_else(|| panic!("no {label} in {text}"))
     };
-    (field("Issuer Name Hash:"), field("Issuer Key Hash:"), field("Serial Number:"))
+    (
+        field("Issuer Name Hash:"),
+        field("Issuer Key Hash:"),
+        field("Serial Number:"),
+    )
 }
 
 /// A private dbus-daemon on a socket in a temp dir, killed on drop.
@@ -124,7 +142,9 @@ impl PrivateBus {
             .expect("dbus-daemon must be installed");
         let mut line = String::new();
         let stdout = child.stdout.take().expect("stdout");
-        BufReader::new(stdout).read_line(&mut line).expect("bus address");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("bus address");
         PrivateBus {
             dir,
             address: line.trim().to_owned(),
