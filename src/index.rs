@@ -15,7 +15,7 @@ use openssl::pkey::PKey;
 use openssl::x509::store::X509Store;
 use openssl::x509::X509;
 
-use crate::store::{BundleMode, FileKind, FileStamp, Layout};
+use crate::store::{self, BundleMode, FileKind, FileStamp, Layout};
 use crate::types::{CaCertificateType, HashAlgorithm, HashData, LeafCertificateType};
 use crate::x509::{self, CertFacts, Fingerprint};
 
@@ -54,11 +54,39 @@ impl std::fmt::Debug for CertFacts {
     }
 }
 
+/// A cached OCSP file (`ocsp/<stem>.hash` or `.der`).
+#[derive(Debug)]
+pub struct OcspFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its stamp when it was read.
+    pub stamp: FileStamp,
+    /// For a `.hash` file, the hash data it holds.
+    pub hash: Option<HashData>,
+}
+
+/// One file of the store, as read.
+#[derive(Debug, Clone)]
+enum Stored {
+    Certs(Arc<CertFile>),
+    Key(Arc<KeyFile>),
+    Ocsp(Arc<OcspFile>),
+}
+
+impl Stored {
+    fn stamp(&self) -> FileStamp {
+        match self {
+            Stored::Certs(f) => f.stamp,
+            Stored::Key(f) => f.stamp,
+            Stored::Ocsp(f) => f.stamp,
+        }
+    }
+}
+
 /// The parsed files of the store. Mutated only under the writer lock.
 pub struct Index {
     layout: Layout,
-    certs: HashMap<PathBuf, Arc<CertFile>>,
-    keys: HashMap<PathBuf, Arc<KeyFile>>,
+    files: HashMap<PathBuf, Stored>,
     /// Parsed certificates by DER fingerprint, so that a certificate in
     /// several files, or a file read again, is parsed only once.
     parsed: HashMap<Fingerprint, Arc<CertFacts>>,
@@ -73,8 +101,7 @@ impl Index {
     pub fn load(layout: Layout) -> Index {
         let mut index = Index {
             layout,
-            certs: HashMap::new(),
-            keys: HashMap::new(),
+            files: HashMap::new(),
             parsed: HashMap::new(),
             links: HashMap::new(),
             generation: 0,
@@ -93,10 +120,9 @@ impl Index {
     pub fn rescan(&mut self) -> bool {
         let present: Vec<(PathBuf, FileKind)> = self.layout.list_files();
         let keep: HashSet<&PathBuf> = present.iter().map(|(p, _)| p).collect();
-        let before = self.certs.len() + self.keys.len();
-        self.certs.retain(|p, _| keep.contains(p));
-        self.keys.retain(|p, _| keep.contains(p));
-        let mut changed = before != self.certs.len() + self.keys.len();
+        let before = self.files.len();
+        self.files.retain(|p, _| keep.contains(p));
+        let mut changed = before != self.files.len();
         for (path, _) in &present {
             changed |= self.refresh(path);
         }
@@ -111,35 +137,29 @@ impl Index {
         };
         let meta = match fs::metadata(path) {
             Ok(m) if m.is_file() => m,
-            _ => {
-                return self.certs.remove(path).is_some() | self.keys.remove(path).is_some();
-            }
+            _ => return self.files.remove(path).is_some(),
         };
         let stamp = FileStamp::of(&meta);
-        match kind {
-            FileKind::Certificates => {
-                if self.certs.get(path).is_some_and(|f| f.stamp == stamp) {
-                    return false;
-                }
-                let file = self.read_cert_file(path, stamp);
-                self.certs.insert(path.to_owned(), Arc::new(file));
-            }
-            FileKind::Key => {
-                if self.keys.get(path).is_some_and(|f| f.stamp == stamp) {
-                    return false;
-                }
-                let key_fingerprint =
-                    read_key(path, self.layout.config.private_key_password.as_deref());
-                self.keys.insert(
-                    path.to_owned(),
-                    Arc::new(KeyFile {
-                        path: path.to_owned(),
-                        stamp,
-                        key_fingerprint,
-                    }),
-                );
-            }
+        if self.files.get(path).is_some_and(|f| f.stamp() == stamp) {
+            return false;
         }
+        let path_buf = path.to_owned();
+        let stored = match kind {
+            FileKind::Certificates => Stored::Certs(Arc::new(self.read_cert_file(path, stamp))),
+            FileKind::Key => Stored::Key(Arc::new(KeyFile {
+                key_fingerprint: read_key(path, self.layout.config.private_key_password.as_deref()),
+                path: path_buf.clone(),
+                stamp,
+            })),
+            FileKind::Ocsp => Stored::Ocsp(Arc::new(OcspFile {
+                hash: (path.extension().is_some_and(|e| e == "hash"))
+                    .then(|| store::read_ocsp_hash(path))
+                    .flatten(),
+                path: path_buf.clone(),
+                stamp,
+            })),
+        };
+        self.files.insert(path_buf, stored);
         true
     }
 
@@ -189,18 +209,28 @@ impl Index {
     /// Builds the derived view of the current files.
     pub fn snapshot(&mut self) -> Snapshot {
         self.generation += 1;
+        let mut files: Vec<&Arc<CertFile>> = Vec::new();
+        let mut keys: Vec<Arc<KeyFile>> = Vec::new();
+        let mut ocsp_files: Vec<&Arc<OcspFile>> = Vec::new();
+        for stored in self.files.values() {
+            match stored {
+                Stored::Certs(f) => files.push(f),
+                Stored::Key(k) => keys.push(k.clone()),
+                Stored::Ocsp(o) => ocsp_files.push(o),
+            }
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        keys.sort_by(|a, b| a.path.cmp(&b.path));
+
         // Forget parses and links of certificates no longer in any file.
-        let live: HashSet<Fingerprint> = self
-            .certs
-            .values()
+        let live: HashSet<Fingerprint> = files
+            .iter()
             .flat_map(|f| f.certs.iter().map(|c| c.fingerprint))
             .collect();
         self.parsed.retain(|fp, _| live.contains(fp));
         self.links
             .retain(|(a, b), _| live.contains(a) && live.contains(b));
 
-        let mut files: Vec<&Arc<CertFile>> = self.certs.values().collect();
-        files.sort_by(|a, b| a.path.cmp(&b.path));
         let layout = &self.layout;
         let links = &mut self.links;
 
@@ -216,9 +246,6 @@ impl Index {
                 Bundle::build(*ca, path, mode, mine, links)
             })
             .collect();
-
-        let mut keys: Vec<Arc<KeyFile>> = self.keys.values().cloned().collect();
-        keys.sort_by(|a, b| a.path.cmp(&b.path));
 
         let leaves: Vec<LeafDomain> = [LeafCertificateType::CSMS, LeafCertificateType::V2G]
             .iter()
@@ -251,21 +278,56 @@ impl Index {
         }
         let entries = counted.len() as u32;
         let usage = StoreUsage {
-            files: self.certs.len() + self.keys.len(),
-            bytes: self.certs.values().map(|f| f.stamp.size).sum::<u64>()
-                + self.keys.values().map(|f| f.stamp.size).sum::<u64>(),
+            files: self.files.len(),
+            bytes: self.files.values().map(|f| f.stamp().size).sum(),
         };
+        let present: HashSet<&Path> = ocsp_files.iter().map(|o| o.path.as_path()).collect();
+        let mut ocsp: Vec<OcspEntry> = ocsp_files
+            .iter()
+            .filter_map(|o| {
+                let hash = o.hash.clone()?;
+                let der_path = o.path.with_extension("der");
+                Some(OcspEntry {
+                    has_der: present.contains(der_path.as_path()),
+                    hash_path: o.path.clone(),
+                    der_path,
+                    hash,
+                })
+            })
+            .collect();
+        ocsp.sort_by(|a, b| a.hash_path.cmp(&b.hash_path));
+        let orphan_ocsp: Vec<PathBuf> = ocsp_files
+            .iter()
+            .filter(|o| o.path.extension().is_some_and(|e| e == "der"))
+            .filter(|o| !present.contains(o.path.with_extension("hash").as_path()))
+            .map(|o| o.path.clone())
+            .collect();
 
         Snapshot {
             generation: self.generation,
             bundles,
             leaves,
             keys,
+            ocsp,
+            orphan_ocsp,
             entries,
             usage,
             stores: Default::default(),
         }
     }
+}
+
+/// A cached OCSP response: a `.hash` file and its `.der` sibling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OcspEntry {
+    /// The `.hash` file.
+    pub hash_path: PathBuf,
+    /// The `.der` file.
+    pub der_path: PathBuf,
+    /// Whether the `.der` file exists.
+    pub has_der: bool,
+    /// The hash data of the `.hash` file, canonicalised.
+    pub hash: HashData,
 }
 
 /// Parses a certificate file: PEM blocks, or DER for a file without any.
@@ -566,7 +628,7 @@ impl LeafDomain {
 /// Files and bytes the store takes, for quotas.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreUsage {
-    /// Number of certificate and key files.
+    /// Number of files: certificates, keys and OCSP responses.
     pub files: usize,
     /// Their total size.
     pub bytes: u64,
@@ -582,6 +644,10 @@ pub struct Snapshot {
     pub leaves: Vec<LeafDomain>,
     /// Every key file.
     pub keys: Vec<Arc<KeyFile>>,
+    /// Cached OCSP responses.
+    pub ocsp: Vec<OcspEntry>,
+    /// OCSP `.der` files without their `.hash`.
+    pub orphan_ocsp: Vec<PathBuf>,
     /// Distinct certificates per bundle or leaf directory
     /// (`CertificateEntries`).
     pub entries: u32,

@@ -35,6 +35,8 @@ pub enum FileKind {
     Certificates,
     /// A private key (`.key`, or `.tkey` for a TPM key).
     Key,
+    /// A cached OCSP response or its hash file, in an `ocsp/` directory.
+    Ocsp,
 }
 
 /// The resolved layout: the config's paths plus the mode of each bundle.
@@ -138,7 +140,11 @@ impl Layout {
                 }
             }
         }
-        Ok(Layout { config, modes })
+        let layout = Layout { config, modes };
+        for dir in layout.ocsp_dirs() {
+            create_dir(&dir).map_err(|e| unusable("certs_directory", &dir, e.to_string()))?;
+        }
+        Ok(layout)
     }
 
     /// The path of a bundle.
@@ -151,23 +157,46 @@ impl Layout {
         self.modes[ca_index(ca)]
     }
 
+    /// The directories that hold certificate files: bundle directories,
+    /// the directories of bundle files, and the leaf certificate directories.
+    fn certificate_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = CaCertificateType::ALL
+            .iter()
+            .map(|ca| {
+                let path = self.bundle_path(*ca);
+                match self.bundle_mode(*ca) {
+                    BundleMode::Directory => path.to_owned(),
+                    BundleMode::File => path.parent().map(Path::to_owned).unwrap_or_default(),
+                }
+            })
+            .collect();
+        dirs.push(self.config.csms_leaf_cert_directory.clone());
+        dirs.push(self.config.secc_leaf_cert_directory.clone());
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// The `ocsp/` directory for the certificates of `file` (EVerest keeps
+    /// OCSP responses beside the file that holds the certificate).
+    pub fn ocsp_dir_for(file: &Path) -> PathBuf {
+        file.parent().unwrap_or(Path::new("/")).join("ocsp")
+    }
+
+    /// Every `ocsp/` directory of the store.
+    pub fn ocsp_dirs(&self) -> Vec<PathBuf> {
+        self.certificate_dirs()
+            .iter()
+            .map(|d| d.join("ocsp"))
+            .collect()
+    }
+
     /// Every directory whose entries the index reads, without duplicates.
     pub fn watched_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        for ca in CaCertificateType::ALL {
-            let path = self.bundle_path(*ca);
-            let dir = match self.bundle_mode(*ca) {
-                BundleMode::Directory => path.to_owned(),
-                BundleMode::File => path.parent().map(Path::to_owned).unwrap_or_default(),
-            };
-            dirs.push(dir);
-        }
-        for leaf in [LeafCertificateType::CSMS, LeafCertificateType::V2G] {
-            if let Some((certs, keys)) = self.config.leaf_dirs(leaf) {
-                dirs.push(certs.to_owned());
-                dirs.push(keys.to_owned());
-            }
-        }
+        let mut dirs = self.certificate_dirs();
+        dirs.extend(self.ocsp_dirs());
+        dirs.push(self.config.csms_leaf_key_directory.clone());
+        dirs.push(self.config.secc_leaf_key_directory.clone());
         dirs.sort();
         dirs.dedup();
         dirs
@@ -190,7 +219,16 @@ impl Layout {
         }
         let in_key_dir = self.config.csms_leaf_key_directory == parent
             || self.config.secc_leaf_key_directory == parent;
-        (in_key_dir && is_key_name(name)).then_some(FileKind::Key)
+        if in_key_dir && is_key_name(name) {
+            return Some(FileKind::Key);
+        }
+        let ocsp_name = {
+            let n = name.to_string_lossy();
+            !n.starts_with(TEMP_PREFIX) && (n.ends_with(".hash") || n.ends_with(".der"))
+        };
+        let in_ocsp_dir = parent.file_name().is_some_and(|n| n == "ocsp")
+            && self.ocsp_dirs().iter().any(|d| d == parent);
+        (ocsp_name && in_ocsp_dir).then_some(FileKind::Ocsp)
     }
 
     /// Every file of the store that the index reads, found by listing the
@@ -375,46 +413,24 @@ pub fn leaf_prefix(leaf: LeafCertificateType) -> &'static str {
     }
 }
 
-/// A cached OCSP response in EVerest's layout: `<stem>.der` beside a
-/// four-line `<stem>.hash`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OcspEntry {
-    /// The `.hash` file.
-    pub hash_path: PathBuf,
-    /// The `.der` file.
-    pub der_path: PathBuf,
-    /// The hash data the `.hash` file holds, canonicalised.
-    pub hash: crate::types::HashData,
+/// Reads a four-line OCSP `.hash` file (algorithm, issuer name hash,
+/// issuer key hash, serial). `None` when it is unreadable or malformed.
+pub fn read_ocsp_hash(path: &Path) -> Option<crate::types::HashData> {
+    let text = fs::read_to_string(path).ok()?;
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let [alg, name, key, serial] = fields[..] else {
+        tracing::warn!(path = %path.display(), "OCSP hash file is malformed; left alone");
+        return None;
+    };
+    crate::types::HashData::parse(alg, name, key, serial).ok()
 }
 
-/// The OCSP entries of an `ocsp/` directory. Unreadable or malformed
-/// `.hash` files are skipped.
-pub fn ocsp_entries(dir: &Path) -> Vec<OcspEntry> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<OcspEntry> = entries
-        .flatten()
-        .filter_map(|entry| {
-            let hash_path = entry.path();
-            if hash_path.extension()? != "hash" {
-                return None;
-            }
-            let text = fs::read_to_string(&hash_path).ok()?;
-            let fields: Vec<&str> = text.split_whitespace().collect();
-            let [alg, name, key, serial] = fields[..] else {
-                return None;
-            };
-            let hash = crate::types::HashData::parse(alg, name, key, serial).ok()?;
-            Some(OcspEntry {
-                der_path: hash_path.with_extension("der"),
-                hash_path,
-                hash,
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| a.hash_path.cmp(&b.hash_path));
-    out
+/// The content of an OCSP `.hash` file for `hash`.
+pub fn ocsp_hash_text(hash: &crate::types::HashData) -> String {
+    format!(
+        "{}\n{}\n{}\n{}\n",
+        hash.hash_algorithm, hash.issuer_name_hash, hash.issuer_key_hash, hash.serial_number
+    )
 }
 
 /// Holds the store's lock file for the life of the daemon, so that two

@@ -328,14 +328,7 @@ impl EvseSecurity {
                     tracing::info!(leaf = "V2G", subject = %leaf.cert.common_name(), serial = %leaf.cert.serial, "deleting leaf certificate");
                     let mut paths: Vec<PathBuf> = leaf.files.clone();
                     paths.extend(leaf.key.iter().filter(|k| !kept_keys.contains(k)).cloned());
-                    if let Some(hash) = &leaf.hash {
-                        for entry in store::ocsp_entries(&secc.cert_dir.join("ocsp")) {
-                            if entry.hash == *hash {
-                                paths.push(entry.hash_path);
-                                paths.push(entry.der_path);
-                            }
-                        }
-                    }
+                    paths.extend(ocsp_files_of(snap, &leaf.cert, leaf.issuer_key_bits()));
                     for path in paths {
                         if let Err(e) = store::remove_durably(&path) {
                             tracing::error!(path = %path.display(), error = %e, "delete failed");
@@ -543,6 +536,19 @@ fn leaf_matches(leaf: &crate::index::Leaf, query: &HashData) -> bool {
         leaf.issuer_key_bits(),
         query,
     )
+}
+
+/// The cached OCSP files (`.hash` and `.der`) of a certificate.
+fn ocsp_files_of(
+    snap: &Snapshot,
+    cert: &CertFacts,
+    issuer_key_bits: Option<&[u8]>,
+) -> Vec<PathBuf> {
+    snap.ocsp
+        .iter()
+        .filter(|e| hash_matches(cert, None, issuer_key_bits, &e.hash))
+        .flat_map(|e| [e.hash_path.clone(), e.der_path.clone()])
+        .collect()
 }
 
 /// The nodes a delete removes from a bundle: each match and its descendants.
