@@ -56,6 +56,8 @@ struct RawConfig {
     tpm: Tpm,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    gc: Gc,
 }
 
 /// `[access]`: who may call what (enforced by a later part of the daemon).
@@ -105,6 +107,9 @@ pub struct Limits {
     pub max_store_bytes: u64,
     /// Longest PEM argument accepted, in bytes.
     pub max_pem_bytes: usize,
+    /// Longest leaf chain accepted by `UpdateLeafCertificate`, in
+    /// characters (OCPP MaxCertificateChainSize).
+    pub max_chain_bytes: usize,
 }
 
 impl Default for Limits {
@@ -113,6 +118,32 @@ impl Default for Limits {
             max_store_entries: 2000,
             max_store_bytes: 50 * 1024 * 1024,
             max_pem_bytes: 64 * 1024,
+            max_chain_bytes: 10_000,
+        }
+    }
+}
+
+/// `[gc]`: garbage collection of expired leaves, orphan CSR keys and OCSP
+/// responses.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gc {
+    /// Seconds between two runs on the timer.
+    pub interval_seconds: u64,
+    /// Age, by file mtime, after which a CSR key that no certificate uses
+    /// is removed.
+    pub csr_key_max_age_seconds: u64,
+    /// Expired leaves are removed only beyond this many newest leaves of a
+    /// domain.
+    pub keep_leaves: usize,
+}
+
+impl Default for Gc {
+    fn default() -> Self {
+        Gc {
+            interval_seconds: 20 * 60,
+            csr_key_max_age_seconds: 60 * 60,
+            keep_leaves: 10,
         }
     }
 }
@@ -146,6 +177,8 @@ pub struct Config {
     pub tpm: Tpm,
     /// Quotas and sizes.
     pub limits: Limits,
+    /// Garbage collection.
+    pub gc: Gc,
 }
 
 /// Default store location.
@@ -226,6 +259,7 @@ impl Config {
             access: raw.access,
             tpm: raw.tpm,
             limits: raw.limits,
+            gc: raw.gc,
         };
         config.check_limits()?;
         Ok(config)
@@ -258,7 +292,10 @@ impl Config {
             self.limits.max_store_entries as u64,
         )?;
         positive("limits.max_store_bytes", self.limits.max_store_bytes)?;
-        positive("limits.max_pem_bytes", self.limits.max_pem_bytes as u64)
+        positive("limits.max_pem_bytes", self.limits.max_pem_bytes as u64)?;
+        positive("limits.max_chain_bytes", self.limits.max_chain_bytes as u64)?;
+        positive("gc.interval_seconds", self.gc.interval_seconds)?;
+        positive("gc.keep_leaves", self.gc.keep_leaves as u64)
     }
 
     /// The bundle path of a CA type.

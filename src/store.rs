@@ -433,6 +433,34 @@ pub fn ocsp_hash_text(hash: &crate::types::HashData) -> String {
     )
 }
 
+/// SHA-256 of a regular file, read in 64 KiB pieces so that memory does not
+/// grow with the file. FIFOs, devices, directories and the like are
+/// refused without blocking: the file is opened non-blocking and checked
+/// before any read.
+pub fn sha256_of_regular_file(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut hasher = openssl::hash::Hasher::new(openssl::hash::MessageDigest::sha256())?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n])?;
+    }
+    Ok(hasher.finish()?.to_vec())
+}
+
 /// Holds the store's lock file for the life of the daemon, so that two
 /// daemons never write one store.
 #[derive(Debug)]

@@ -151,6 +151,11 @@ contract_enum! {
 }
 
 contract_enum! {
+    /// Result of `UpdateOcspCache`.
+    UpdateOcspCacheResult { Accepted = "Accepted", NotFound = "NotFound", InvalidFormat = "InvalidFormat" }
+}
+
+contract_enum! {
     /// First argument of the `CertificateStoreUpdated` signal.
     StoreOperation { Installed = "Installed", Deleted = "Deleted" }
 }

@@ -381,3 +381,133 @@ fn map_verify_error(code: libc::c_int, depth: u32) -> CertificateValidationResul
         _ => CertificateValidationResult::Unknown,
     }
 }
+
+/// The subject of a certificate signing request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsrSubject {
+    /// ISO 3166-1 alpha-2 country.
+    pub country: String,
+    /// Organisation.
+    pub organization: String,
+    /// Common name (the station serial, or the SECC ID).
+    pub common_name: String,
+}
+
+/// A fresh EC P-256 key and a CSR for it: subject C, O, CN, DC=CPO;
+/// keyUsage digitalSignature and keyAgreement; basicConstraints critical
+/// CA:FALSE; signed with ECDSA-SHA256.
+pub fn generate_csr(
+    subject: &CsrSubject,
+) -> Result<(openssl::pkey::PKey<openssl::pkey::Private>, String), openssl::error::ErrorStack> {
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::nid::Nid;
+    use openssl::x509::extension::{BasicConstraints, KeyUsage};
+    use openssl::x509::{X509NameBuilder, X509ReqBuilder};
+
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+    let key = openssl::pkey::PKey::from_ec_key(EcKey::generate(&group)?)?;
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_nid(Nid::COUNTRYNAME, &subject.country)?;
+    name.append_entry_by_nid(Nid::ORGANIZATIONNAME, &subject.organization)?;
+    name.append_entry_by_nid(Nid::COMMONNAME, &subject.common_name)?;
+    name.append_entry_by_text("DC", "CPO")?;
+    let name = name.build();
+    let mut req = X509ReqBuilder::new()?;
+    req.set_version(0)?;
+    req.set_subject_name(&name)?;
+    req.set_pubkey(&key)?;
+    let mut extensions = Stack::new()?;
+    extensions.push(
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .key_agreement()
+            .build()?,
+    )?;
+    extensions.push(BasicConstraints::new().critical().build()?)?;
+    req.add_extensions(&extensions)?;
+    req.sign(&key, MessageDigest::sha256())?;
+    let pem = req.build().to_pem()?;
+    Ok((key, String::from_utf8_lossy(&pem).into_owned()))
+}
+
+/// The first OCSP responder URL of a certificate's Authority Information
+/// Access, if any. Only the first is used when there are several.
+pub fn ocsp_url(cert: &X509Ref) -> Option<String> {
+    let urls = cert.ocsp_responders().ok()?;
+    urls.iter().next().map(|u| u.to_string())
+}
+
+/// Why an OCSP response was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OcspError {
+    /// Not DER of an OCSPResponse.
+    #[error("not a DER OCSPResponse: {0}")]
+    Parse(String),
+    /// The responder did not answer `successful`.
+    #[error("response status is not successful ({0})")]
+    Status(i32),
+    /// No single response names this certificate.
+    #[error("the response holds no status for this certificate")]
+    CertIdMismatch,
+}
+
+/// Checks that `der` is a successful OCSPResponse with a status for `cert`
+/// issued by `issuer`, whatever digest the responder used for its CertID.
+pub fn check_ocsp_response(der: &[u8], cert: &X509Ref, issuer: &X509Ref) -> Result<(), OcspError> {
+    use openssl::ocsp::{OcspCertId, OcspResponse, OcspResponseStatus};
+    let response = OcspResponse::from_der(der).map_err(|e| OcspError::Parse(first_error(&e)))?;
+    if response.status() != OcspResponseStatus::SUCCESSFUL {
+        return Err(OcspError::Status(response.status().as_raw()));
+    }
+    let basic = response
+        .basic()
+        .map_err(|e| OcspError::Parse(first_error(&e)))?;
+    let digests = [
+        MessageDigest::sha256(),
+        MessageDigest::sha1(),
+        MessageDigest::sha384(),
+        MessageDigest::sha512(),
+    ];
+    let found = digests.into_iter().any(|digest| {
+        OcspCertId::from_cert(digest, cert, issuer)
+            .ok()
+            .is_some_and(|id| basic.find_status(&id).is_some())
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(OcspError::CertIdMismatch)
+    }
+}
+
+/// Verifies a detached signature over a SHA-256 digest with the key of
+/// `cert`: ECDSA (DER), RSA PKCS#1 v1.5 or RSA-PSS. Any failure is `false`.
+pub fn verify_digest_signature(cert: &X509Ref, digest: &[u8], signature: &[u8]) -> bool {
+    use openssl::pkey::Id;
+    use openssl::pkey_ctx::PkeyCtx;
+    use openssl::rsa::Padding;
+    let Ok(key) = cert.public_key() else {
+        return false;
+    };
+    let paddings: &[Option<Padding>] = if key.id() == Id::RSA {
+        &[Some(Padding::PKCS1), Some(Padding::PKCS1_PSS)]
+    } else {
+        &[None]
+    };
+    paddings.iter().any(|padding| {
+        let attempt = || -> Result<bool, openssl::error::ErrorStack> {
+            let mut ctx = PkeyCtx::new(&key)?;
+            ctx.verify_init()?;
+            ctx.set_signature_md(openssl::md::Md::sha256())?;
+            if let Some(p) = padding {
+                ctx.set_rsa_padding(*p)?;
+                if *p == Padding::PKCS1_PSS {
+                    ctx.set_rsa_pss_saltlen(openssl::sign::RsaPssSaltlen::custom(-2))?;
+                }
+            }
+            ctx.verify(digest, signature)
+        };
+        attempt().unwrap_or(false)
+    })
+}

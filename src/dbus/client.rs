@@ -1,7 +1,61 @@
 //! A typed client of the interface, for `evsecctl`, the tests and the
 //! benchmarks.
 
+use std::collections::HashMap;
+
 use super::{builder, Bus};
+
+/// An OCSP request entry or an OCSP cache entry: hash data and a URL or path.
+pub type WireOcspEntry = (WireHashData, String);
+
+/// The `CertificateInfo` dictionary of contract 5.11, decoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeafInfo {
+    /// The dictionary's keys, sorted.
+    pub keys: Vec<String>,
+    /// `key`: path of the private key.
+    pub key: Option<String>,
+    /// `certificate`: path of the chain file.
+    pub certificate: Option<String>,
+    /// `certificate_single`: path of the leaf-only file.
+    pub certificate_single: Option<String>,
+    /// `certificate_root`: PEM of the root.
+    pub certificate_root: Option<String>,
+    /// `certificate_count`.
+    pub certificate_count: Option<i32>,
+    /// `password`.
+    pub password: Option<String>,
+    /// `ocsp`: hash data and cached response path per chain certificate.
+    pub ocsp: Option<Vec<WireOcspEntry>>,
+}
+
+impl LeafInfo {
+    fn decode(dict: HashMap<String, zbus::OwnedVariant>) -> Result<LeafInfo, ClientError> {
+        let bad = |k: &str| ClientError::Bus(format!("CertificateInfo `{k}` has the wrong type"));
+        let mut info = LeafInfo::default();
+        for (k, v) in dict {
+            let text = || String::try_from(v.clone()).map_err(|_| bad(&k));
+            match k.as_str() {
+                "key" => info.key = Some(text()?),
+                "certificate" => info.certificate = Some(text()?),
+                "certificate_single" => info.certificate_single = Some(text()?),
+                "certificate_root" => info.certificate_root = Some(text()?),
+                "password" => info.password = Some(text()?),
+                "certificate_count" => {
+                    info.certificate_count = Some(i32::try_from(v.clone()).map_err(|_| bad(&k))?)
+                }
+                "ocsp" => {
+                    info.ocsp =
+                        Some(Vec::<WireOcspEntry>::try_from(v.clone()).map_err(|_| bad(&k))?)
+                }
+                _ => {}
+            }
+            info.keys.push(k);
+        }
+        info.keys.sort();
+        Ok(info)
+    }
+}
 
 /// Hash data as on the wire.
 pub type WireHashData = (String, String, String, String);
@@ -32,6 +86,49 @@ trait EvseSecurity1 {
     fn is_ca_certificate_installed(&self, certificate_type: &str) -> zbus::Result<bool>;
     fn get_verify_file(&self, certificate_type: &str) -> zbus::Result<String>;
     fn get_verify_location(&self, certificate_type: &str) -> zbus::Result<String>;
+    fn update_leaf_certificate(
+        &self,
+        certificate_chain: &str,
+        certificate_type: &str,
+    ) -> zbus::Result<String>;
+    fn get_v2g_ocsp_request_data(&self) -> zbus::Result<Vec<(WireHashData, String)>>;
+    fn get_mo_ocsp_request_data(
+        &self,
+        certificate_chain: &str,
+    ) -> zbus::Result<Vec<(WireHashData, String)>>;
+    fn update_ocsp_cache(
+        &self,
+        certificate_hash_data: &WireHashData,
+        ocsp_response: &str,
+    ) -> zbus::Result<String>;
+    fn generate_certificate_signing_request(
+        &self,
+        certificate_type: &str,
+        country: &str,
+        organization: &str,
+        common: &str,
+        use_tpm: bool,
+    ) -> zbus::Result<(String, String)>;
+    fn get_leaf_certificate_info(
+        &self,
+        certificate_type: &str,
+        encoding: &str,
+        include_ocsp: bool,
+    ) -> zbus::Result<(String, HashMap<String, zbus::OwnedVariant>)>;
+    fn get_all_valid_certificates_info(
+        &self,
+        certificate_type: &str,
+        encoding: &str,
+        include_ocsp: bool,
+    ) -> zbus::Result<(String, Vec<HashMap<String, zbus::OwnedVariant>>)>;
+    fn get_leaf_expiry_days_count(&self, certificate_type: &str) -> zbus::Result<i32>;
+    fn verify_file_signature(
+        &self,
+        file_path: &str,
+        signing_certificate: &str,
+        signature: &str,
+    ) -> zbus::Result<bool>;
+    fn garbage_collect(&self) -> zbus::Result<()>;
     #[zbus(signal)]
     fn certificate_store_updated(
         &self,
@@ -160,6 +257,107 @@ impl Client {
     /// `GetVerifyLocation`.
     pub async fn get_verify_location(&self, ca: &str) -> Result<String, ClientError> {
         Ok(self.proxy.get_verify_location(ca).await?)
+    }
+
+    /// `UpdateLeafCertificate`.
+    pub async fn update_leaf_certificate(
+        &self,
+        chain: &str,
+        leaf: &str,
+    ) -> Result<String, ClientError> {
+        Ok(self.proxy.update_leaf_certificate(chain, leaf).await?)
+    }
+
+    /// `GetV2gOcspRequestData`.
+    pub async fn get_v2g_ocsp_request_data(&self) -> Result<Vec<WireOcspEntry>, ClientError> {
+        Ok(self.proxy.get_v2g_ocsp_request_data().await?)
+    }
+
+    /// `GetMoOcspRequestData`.
+    pub async fn get_mo_ocsp_request_data(
+        &self,
+        chain: &str,
+    ) -> Result<Vec<WireOcspEntry>, ClientError> {
+        Ok(self.proxy.get_mo_ocsp_request_data(chain).await?)
+    }
+
+    /// `UpdateOcspCache`.
+    pub async fn update_ocsp_cache(
+        &self,
+        hash: &WireHashData,
+        response_b64: &str,
+    ) -> Result<String, ClientError> {
+        Ok(self.proxy.update_ocsp_cache(hash, response_b64).await?)
+    }
+
+    /// `GenerateCertificateSigningRequest`: (status, CSR PEM).
+    pub async fn generate_certificate_signing_request(
+        &self,
+        leaf: &str,
+        country: &str,
+        organization: &str,
+        common_name: &str,
+        use_tpm: bool,
+    ) -> Result<(String, String), ClientError> {
+        Ok(self
+            .proxy
+            .generate_certificate_signing_request(leaf, country, organization, common_name, use_tpm)
+            .await?)
+    }
+
+    /// `GetLeafCertificateInfo`.
+    pub async fn get_leaf_certificate_info(
+        &self,
+        leaf: &str,
+        encoding: &str,
+        include_ocsp: bool,
+    ) -> Result<(String, LeafInfo), ClientError> {
+        let (status, dict) = self
+            .proxy
+            .get_leaf_certificate_info(leaf, encoding, include_ocsp)
+            .await?;
+        Ok((status, LeafInfo::decode(dict)?))
+    }
+
+    /// `GetAllValidCertificatesInfo`.
+    pub async fn get_all_valid_certificates_info(
+        &self,
+        leaf: &str,
+        encoding: &str,
+        include_ocsp: bool,
+    ) -> Result<(String, Vec<LeafInfo>), ClientError> {
+        let (status, dicts) = self
+            .proxy
+            .get_all_valid_certificates_info(leaf, encoding, include_ocsp)
+            .await?;
+        let infos = dicts
+            .into_iter()
+            .map(LeafInfo::decode)
+            .collect::<Result<_, _>>()?;
+        Ok((status, infos))
+    }
+
+    /// `GetLeafExpiryDaysCount`.
+    pub async fn get_leaf_expiry_days_count(&self, leaf: &str) -> Result<i32, ClientError> {
+        Ok(self.proxy.get_leaf_expiry_days_count(leaf).await?)
+    }
+
+    /// `VerifyFileSignature`.
+    pub async fn verify_file_signature(
+        &self,
+        path: &str,
+        cert: &str,
+        signature: &str,
+    ) -> Result<bool, ClientError> {
+        Ok(self
+            .proxy
+            .verify_file_signature(path, cert, signature)
+            .await?)
+    }
+
+    /// `GarbageCollect`.
+    pub async fn garbage_collect(&self) -> Result<(), ClientError> {
+        Ok(self.proxy.garbage_collect().await?)
     }
 
     /// The `Version` property.

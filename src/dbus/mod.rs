@@ -9,7 +9,9 @@ mod service;
 use std::fmt;
 use std::str::FromStr;
 
-pub use client::{Client, ClientError, StoreUpdates, WireHashData, WireHashDataChain};
+pub use client::{
+    Client, ClientError, LeafInfo, StoreUpdates, WireHashData, WireHashDataChain, WireOcspEntry,
+};
 pub use service::{serve, Server};
 
 /// The well-known bus name.

@@ -1,18 +1,20 @@
 //! The `org.evsec.EvseSecurity1` interface.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use zbus::message::Header;
 use zbus::names::ErrorName;
 use zbus::object_server::SignalEmitter;
-use zbus::{interface, Connection, DBusError};
+use zbus::{interface, Connection, DBusError, OwnedVariant, Variant};
 
 use super::{builder, Bus, BUS_NAME, ERROR_PREFIX, OBJECT_PATH};
-use crate::security::{self, EvseSecurity, StoreChange};
+use crate::security::{self, CertificateInfo, EvseSecurity, OcspRequest, StoreChange};
 use crate::types::{
-    CaCertificateType, CertificateType, HashData, LeafCertificateType, UnknownValue,
+    CaCertificateType, CertificateType, EncodingFormat, HashData, LeafCertificateType, UnknownValue,
 };
 
 /// Blocking calls in flight at once; more wait, so that one client cannot
@@ -21,6 +23,53 @@ const MAX_BLOCKING_CALLS: usize = 16;
 
 type WireHashData = (String, String, String, String);
 type WireHashDataChain = (String, WireHashData, Vec<WireHashData>);
+type WireOcspRequest = (WireHashData, String);
+type WireCertificateInfo = HashMap<String, OwnedVariant>;
+
+fn wire_ocsp_requests(requests: Vec<OcspRequest>) -> Vec<WireOcspRequest> {
+    requests
+        .into_iter()
+        .map(|(hash, url)| (hash.to_wire(), url))
+        .collect()
+}
+
+/// CertificateInfo as the `a{sv}` of contract 5.11; absent values are left
+/// out.
+fn wire_certificate_info(info: CertificateInfo) -> Result<WireCertificateInfo, BusError> {
+    let mut out: Vec<(&str, Variant<'static>)> = vec![
+        ("key", Variant::from(info.key.display().to_string())),
+        ("certificate_count", Variant::from(info.certificate_count)),
+    ];
+    let paths = [
+        ("certificate", info.certificate),
+        ("certificate_single", info.certificate_single),
+    ];
+    for (name, path) in paths {
+        if let Some(p) = path {
+            out.push((name, Variant::from(p.display().to_string())));
+        }
+    }
+    if let Some(root) = info.certificate_root {
+        out.push(("certificate_root", Variant::from(root)));
+    }
+    if let Some(password) = info.password {
+        out.push(("password", Variant::from(password)));
+    }
+    if let Some(ocsp) = info.ocsp {
+        let entries: Vec<WireOcspRequest> = ocsp
+            .into_iter()
+            .map(|(hash, path)| (hash.to_wire(), path))
+            .collect();
+        out.push(("ocsp", Variant::from(entries)));
+    }
+    out.into_iter()
+        .map(|(k, v)| {
+            OwnedVariant::try_from(v)
+                .map(|v| (k.to_owned(), v))
+                .map_err(|e| BusError::Internal(format!("cannot encode {k}: {e}")))
+        })
+        .collect()
+}
 
 /// Every error a method can answer, mapped to its D-Bus name in one place.
 #[derive(Debug)]
@@ -244,6 +293,155 @@ impl EvseSecurityInterface {
         self.blocking(move |s| s.get_verify_location(ca)).await
     }
 
+    /// Installs the station's leaf certificate, chain leaf first (contract 5.3).
+    #[zbus(out_args("result"))]
+    async fn update_leaf_certificate(
+        &self,
+        certificate_chain: String,
+        certificate_type: String,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, BusError> {
+        let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
+        let (result, changes) = self
+            .blocking(move |s| s.update_leaf_certificate(&certificate_chain, leaf))
+            .await??;
+        self.announce(&emitter, &changes).await;
+        Ok(result.as_str().to_owned())
+    }
+
+    /// OCSP request data of the SECC leaves and their Sub-CAs (contract 5.6).
+    #[zbus(out_args("ocsp_request_data"))]
+    async fn get_v2g_ocsp_request_data(&self) -> Result<Vec<WireOcspRequest>, BusError> {
+        Ok(wire_ocsp_requests(
+            self.blocking(|s| s.get_v2g_ocsp_request_data()).await?,
+        ))
+    }
+
+    /// OCSP request data of a contract chain (contract 5.7).
+    #[zbus(out_args("ocsp_request_data"))]
+    async fn get_mo_ocsp_request_data(
+        &self,
+        certificate_chain: String,
+    ) -> Result<Vec<WireOcspRequest>, BusError> {
+        let requests = self
+            .blocking(move |s| s.get_mo_ocsp_request_data(&certificate_chain))
+            .await??;
+        Ok(wire_ocsp_requests(requests))
+    }
+
+    /// Caches an OCSP response, base64 of DER (contract 5.8).
+    #[zbus(out_args("result"))]
+    async fn update_ocsp_cache(
+        &self,
+        certificate_hash_data: WireHashData,
+        ocsp_response: String,
+    ) -> Result<String, BusError> {
+        let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
+        let result = self
+            .blocking(move |s| s.update_ocsp_cache(&query, &ocsp_response))
+            .await??;
+        Ok(result.as_str().to_owned())
+    }
+
+    /// A new key in the key directory and a CSR for it (contract 5.10).
+    #[zbus(out_args("status", "csr"))]
+    async fn generate_certificate_signing_request(
+        &self,
+        certificate_type: String,
+        country: String,
+        organization: String,
+        common: String,
+        use_tpm: bool,
+    ) -> Result<(String, String), BusError> {
+        let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
+        let (status, csr) = self
+            .blocking(move |s| {
+                s.generate_certificate_signing_request(
+                    leaf,
+                    &country,
+                    &organization,
+                    &common,
+                    use_tpm,
+                )
+            })
+            .await??;
+        Ok((status.as_str().to_owned(), csr))
+    }
+
+    /// Paths of the newest valid leaf, its chain and key (contract 5.11).
+    #[zbus(out_args("status", "info"))]
+    async fn get_leaf_certificate_info(
+        &self,
+        certificate_type: String,
+        encoding: String,
+        include_ocsp: bool,
+    ) -> Result<(String, WireCertificateInfo), BusError> {
+        let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
+        let _: EncodingFormat = parse_arg("encoding", &encoding)?;
+        let (status, info) = self
+            .blocking(move |s| s.get_leaf_certificate_info(leaf, include_ocsp))
+            .await?;
+        let info = info
+            .map(wire_certificate_info)
+            .transpose()?
+            .unwrap_or_default();
+        Ok((status.as_str().to_owned(), info))
+    }
+
+    /// The newest valid leaf per root (contract 5.12).
+    #[zbus(out_args("status", "info"))]
+    async fn get_all_valid_certificates_info(
+        &self,
+        certificate_type: String,
+        encoding: String,
+        include_ocsp: bool,
+    ) -> Result<(String, Vec<WireCertificateInfo>), BusError> {
+        let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
+        let _: EncodingFormat = parse_arg("encoding", &encoding)?;
+        let (status, infos) = self
+            .blocking(move |s| s.get_all_valid_certificates_info(leaf, include_ocsp))
+            .await?;
+        let infos = infos
+            .into_iter()
+            .map(wire_certificate_info)
+            .collect::<Result<_, _>>()?;
+        Ok((status.as_str().to_owned(), infos))
+    }
+
+    /// Whole days until the selected leaf expires, 0 when none (contract 5.15).
+    #[zbus(out_args("days"))]
+    async fn get_leaf_expiry_days_count(&self, certificate_type: String) -> Result<i32, BusError> {
+        let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
+        self.blocking(move |s| s.get_leaf_expiry_days_count(leaf))
+            .await
+    }
+
+    /// Checks a file's signature with a certificate's key; the caller checks
+    /// the certificate itself with VerifyCertificate([MF]) (contract 5.16).
+    #[zbus(out_args("valid"))]
+    async fn verify_file_signature(
+        &self,
+        file_path: String,
+        signing_certificate: String,
+        signature: String,
+    ) -> Result<bool, BusError> {
+        self.blocking(move |s| {
+            s.verify_file_signature(&file_path, &signing_certificate, &signature)
+        })
+        .await
+    }
+
+    /// Removes expired leaves beyond the newest, unused CSR keys and stale
+    /// OCSP responses now (contract 5.17).
+    async fn garbage_collect(
+        &self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), BusError> {
+        let changes = self.blocking(|s| s.garbage_collect()).await?;
+        self.announce(&emitter, &changes).await;
+        Ok(())
+    }
+
     /// Sent after every change on disk made by a method.
     #[zbus(signal)]
     async fn certificate_store_updated(
@@ -291,6 +489,7 @@ pub enum ServeError {
 /// The name is requested without replacement either way: a second daemon
 /// fails instead of taking the name from the first.
 pub async fn serve(security: Arc<EvseSecurity>, bus: &Bus) -> Result<Server, ServeError> {
+    let gc_interval = Duration::from_secs(security.config().gc.interval_seconds);
     let iface = EvseSecurityInterface {
         security,
         permits: Arc::new(Semaphore::new(MAX_BLOCKING_CALLS)),
@@ -309,7 +508,34 @@ pub async fn serve(security: Arc<EvseSecurity>, bus: &Bus) -> Result<Server, Ser
                 source,
             },
         })?;
+    match connection
+        .object_server()
+        .interface::<_, EvseSecurityInterface>(OBJECT_PATH)
+        .await
+    {
+        Ok(iface) => {
+            tokio::spawn(collect_garbage_periodically(iface, gc_interval));
+        }
+        Err(e) => tracing::error!(error = %e, "garbage collection timer not started"),
+    }
     Ok(Server {
         _connection: connection,
     })
+}
+
+async fn collect_garbage_periodically(
+    iface: zbus::object_server::InterfaceRef<EvseSecurityInterface>,
+    interval: Duration,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // the first tick is immediate
+    loop {
+        ticks.tick().await;
+        let this = iface.get().await;
+        match this.blocking(|s| s.garbage_collect()).await {
+            Ok(changes) => this.announce(iface.signal_emitter(), &changes).await,
+            Err(e) => tracing::error!(error = ?e, "garbage collection failed"),
+        }
+    }
 }

@@ -16,7 +16,18 @@ use crate::types::{
     LeafCertificateType, StoreOperation,
 };
 use crate::watch::{Changes, Watcher};
+
+mod gc;
+mod leaf;
+mod ocsp;
+
 use crate::x509::{self, CertFacts, Fingerprint};
+pub use leaf::CertificateInfo;
+pub use ocsp::OcspRequest;
+
+/// Longest base64 signature accepted by `VerifyFileSignature` (an RSA-8192
+/// signature is 1368 characters; OCPP allows 800).
+pub const MAX_SIGNATURE_B64: usize = 4096;
 
 /// A call that cannot be answered with a result value.
 #[derive(Debug, thiserror::Error)]
@@ -492,6 +503,47 @@ impl EvseSecurity {
             BundleMode::File => bundle.path.display().to_string(),
             BundleMode::Directory if bundle.nodes.is_empty() => String::new(),
             BundleMode::Directory => bundle.path.display().to_string(),
+        }
+    }
+
+    /// Contract 5.16: whether `signature_b64` is a signature by the key of
+    /// `signing_certificate` over the SHA-256 of the file at `path` (ECDSA,
+    /// RSA PKCS#1 v1.5 or RSA-PSS). Only the signature is checked: the
+    /// caller checks the signing certificate with `VerifyCertificate([MF])`.
+    /// Every failure, including a path that is not a readable regular file,
+    /// is `false`.
+    pub fn verify_file_signature(
+        &self,
+        path: &str,
+        signing_certificate: &str,
+        signature_b64: &str,
+    ) -> bool {
+        if signing_certificate.len() > self.config().limits.max_pem_bytes
+            || signature_b64.len() > MAX_SIGNATURE_B64
+        {
+            return false;
+        }
+        let cert = match x509::parse_pem_certificates(signing_certificate.as_bytes()) {
+            Ok((mut certs, 0)) if certs.len() == 1 => certs.remove(0),
+            _ => return false,
+        };
+        let compact: String = signature_b64
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect();
+        let Ok(signature) = openssl::base64::decode_block(&compact) else {
+            return false;
+        };
+        let path = Path::new(path);
+        if signature.is_empty() || !path.is_absolute() {
+            return false;
+        }
+        match store::sha256_of_regular_file(path) {
+            Ok(digest) => x509::verify_digest_signature(&cert, &digest, &signature),
+            Err(e) => {
+                tracing::info!(path = %path.display(), error = %e, "file signature not checked");
+                false
+            }
         }
     }
 

@@ -1,0 +1,143 @@
+//! Garbage collection: expired leaves beyond the newest few, CSR keys that
+//! no certificate took up, and OCSP responses of certificates that are gone.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::leaf::{path_with_issuer_keys, sort_newest_first};
+use super::{hash_matches, EvseSecurity, StoreChange};
+use crate::index::{Leaf, Snapshot};
+use crate::store;
+use crate::types::{CaCertificateType, LeafCertificateType, StoreOperation};
+use crate::x509::{self, CertFacts};
+
+impl EvseSecurity {
+    /// Contract 5.17, also run on the `[gc] interval_seconds` timer. Never
+    /// removes a currently valid leaf, the newest leaves of a domain, a CA
+    /// certificate, a key in use or a response of a present certificate.
+    pub fn garbage_collect(&self) -> Vec<StoreChange> {
+        let gc = self.config().gc.clone();
+        self.write(|snap| {
+            let now = x509::now();
+            let mut doomed: Vec<PathBuf> = Vec::new();
+            let mut removed_leaves: HashSet<crate::x509::Fingerprint> = HashSet::new();
+
+            for domain in &snap.leaves {
+                let mut leaves: Vec<&Leaf> = domain.leaves.iter().collect();
+                sort_newest_first(&mut leaves);
+                for leaf in leaves.iter().skip(gc.keep_leaves.max(1)).filter(|l| l.cert.not_after < now) {
+                    tracing::info!(leaf = %domain.leaf, subject = %leaf.cert.common_name(), serial = %leaf.cert.serial, "removing expired leaf");
+                    doomed.extend(leaf.files.iter().cloned());
+                    removed_leaves.insert(leaf.cert.fingerprint);
+                }
+            }
+
+            // Keys: a key is in use while a remaining leaf pairs with it.
+            let kept_leaves: Vec<&Leaf> = snap
+                .leaves
+                .iter()
+                .flat_map(|d| &d.leaves)
+                .filter(|l| !removed_leaves.contains(&l.cert.fingerprint))
+                .collect();
+            let keys_in_use: HashSet<&Path> = kept_leaves.iter().filter_map(|l| l.key.as_deref()).collect();
+            let max_age_ns = i128::from(gc.csr_key_max_age_seconds) * 1_000_000_000;
+            let now_ns = i128::from(now) * 1_000_000_000;
+            for key in &snap.keys {
+                // A key that cannot be opened (wrong password, TPM key
+                // without its provider) is never judged unused.
+                if key.key_fingerprint.is_none() || keys_in_use.contains(key.path.as_path()) {
+                    continue;
+                }
+                let was_paired = snap.leaves.iter().flat_map(|d| &d.leaves).any(|l| l.key.as_ref() == Some(&key.path));
+                if was_paired || now_ns - key.stamp.mtime_ns > max_age_ns {
+                    tracing::info!(key = %key.path.display(), "removing unused private key");
+                    doomed.push(key.path.clone());
+                }
+            }
+
+            // OCSP responses of certificates no longer present, and .der
+            // files left without their .hash.
+            let present = present_certificates(snap, &removed_leaves);
+            for entry in &snap.ocsp {
+                if !present.iter().any(|(cert, bits)| hash_matches(cert, None, Some(bits), &entry.hash)) {
+                    tracing::info!(path = %entry.hash_path.display(), "removing OCSP response of a certificate that is gone");
+                    doomed.push(entry.hash_path.clone());
+                    doomed.push(entry.der_path.clone());
+                }
+            }
+            for der in &snap.orphan_ocsp {
+                tracing::info!(path = %der.display(), "removing OCSP response without its hash file");
+                doomed.push(der.clone());
+            }
+
+            let mut changes: Vec<StoreChange> = Vec::new();
+            for path in &doomed {
+                if let Err(e) = store::remove_durably(path) {
+                    tracing::error!(path = %path.display(), error = %e, "garbage collection cannot remove file");
+                    continue;
+                }
+                let change = self.owner_of(path);
+                if !changes.contains(&change) {
+                    changes.push(change);
+                }
+            }
+            (changes, doomed)
+        })
+    }
+
+    /// The `Deleted` change that a removal of `path` is reported as.
+    fn owner_of(&self, path: &Path) -> StoreChange {
+        let config = self.config();
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        let dir = if dir.file_name().is_some_and(|n| n == "ocsp") {
+            dir.parent().unwrap_or(dir)
+        } else {
+            dir
+        };
+        let leaf = [LeafCertificateType::CSMS, LeafCertificateType::V2G]
+            .into_iter()
+            .find(|l| {
+                config
+                    .leaf_dirs(*l)
+                    .is_some_and(|(c, k)| c == dir || k == dir)
+            });
+        let ca = CaCertificateType::ALL
+            .iter()
+            .copied()
+            .find(|ca| {
+                let bundle = config.ca_bundle(*ca);
+                bundle == dir || bundle.parent() == Some(dir)
+            })
+            .filter(|_| leaf.is_none());
+        StoreChange {
+            operation: StoreOperation::Deleted,
+            ca,
+            leaf,
+        }
+    }
+}
+
+/// Every certificate that stays in the store, with its issuer's key bits.
+fn present_certificates(
+    snap: &Snapshot,
+    removed_leaves: &HashSet<crate::x509::Fingerprint>,
+) -> Vec<(Arc<CertFacts>, Vec<u8>)> {
+    let mut out: Vec<(Arc<CertFacts>, Vec<u8>)> = Vec::new();
+    for bundle in &snap.bundles {
+        for node in &bundle.nodes {
+            if let Some(bits) = &node.issuer_key_bits {
+                out.push((node.cert.clone(), bits.clone()));
+            }
+        }
+    }
+    for leaf in snap.leaves.iter().flat_map(|d| &d.leaves) {
+        if removed_leaves.contains(&leaf.cert.fingerprint) {
+            continue;
+        }
+        for (cert, bits) in path_with_issuer_keys(leaf) {
+            out.push((cert.clone(), bits.to_vec()));
+        }
+    }
+    out
+}

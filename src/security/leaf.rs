@@ -1,0 +1,393 @@
+//! The station's own certificates: CSR, leaf install, leaf selection.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{parse_chain, Error, EvseSecurity, Outcome, StoreChange};
+use crate::index::{Leaf, LeafDomain, Snapshot};
+use crate::store;
+use crate::types::{
+    CertificateValidationResult as V, GetCertificateInfoStatus, GetCertificateSignRequestStatus,
+    HashAlgorithm, HashData, InstallCertificateResult, LeafCertificateType, StoreOperation,
+};
+use crate::x509::{self, CertFacts, CsrSubject};
+
+/// Longest organisation and common name accepted in a CSR (X.520 upper
+/// bound, ub-common-name and ub-organization-name).
+pub const MAX_NAME_LEN: usize = 64;
+
+/// `CertificateInfo` of contract 5.11. Paths are absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// The private key file.
+    pub key: PathBuf,
+    /// The chain file, when there is one.
+    pub certificate: Option<PathBuf>,
+    /// The leaf-only file, when there is one.
+    pub certificate_single: Option<PathBuf>,
+    /// PEM of the root (only from `GetAllValidCertificatesInfo`).
+    pub certificate_root: Option<String>,
+    /// Certificates in the chain file, or 1.
+    pub certificate_count: i32,
+    /// The key password, when one is configured.
+    pub password: Option<String>,
+    /// With `include_ocsp`: each certificate of the chain file with the path
+    /// of its cached DER OCSP response, "" when none.
+    pub ocsp: Option<Vec<(HashData, String)>>,
+}
+
+fn check_name(field: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() || value.chars().count() > MAX_NAME_LEN {
+        return Err(Error::InvalidArgs(format!(
+            "{field} must be 1 to {MAX_NAME_LEN} characters"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::InvalidArgs(format!(
+            "{field} must not hold control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The certificates of a leaf's path, leaf first, each with its issuer's
+/// key bits (its own for a root).
+pub(super) fn path_with_issuer_keys(leaf: &Leaf) -> Vec<(&Arc<CertFacts>, &[u8])> {
+    let path: Vec<&Arc<CertFacts>> = std::iter::once(&leaf.cert)
+        .chain(leaf.issuers.iter())
+        .collect();
+    path.iter()
+        .enumerate()
+        .filter_map(|(i, cert)| match path.get(i + 1) {
+            Some(issuer) => Some((*cert, issuer.key_bits.as_slice())),
+            None if cert.self_signed => Some((*cert, cert.key_bits.as_slice())),
+            None => None,
+        })
+        .collect()
+}
+
+impl EvseSecurity {
+    /// Contract 5.10.
+    pub fn generate_certificate_signing_request(
+        &self,
+        leaf: LeafCertificateType,
+        country: &str,
+        organization: &str,
+        common_name: &str,
+        use_tpm: bool,
+    ) -> Result<(GetCertificateSignRequestStatus, String), Error> {
+        use GetCertificateSignRequestStatus as S;
+        if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(Error::InvalidArgs(
+                "country must be two letters (ISO 3166-1 alpha-2)".into(),
+            ));
+        }
+        check_name("organization", organization)?;
+        check_name("common name", common_name)?;
+        let Some((_, key_dir)) = self.config().leaf_dirs(leaf) else {
+            return Ok((S::InvalidRequestedType, String::new()));
+        };
+        if use_tpm {
+            let why = if self.config().tpm.enabled {
+                "TPM key generation is not available in this build"
+            } else {
+                "TPM keys are disabled ([tpm] enabled = false)"
+            };
+            tracing::warn!(leaf = %leaf, "CSR with use_tpm refused: {why}");
+            return Ok((S::KeyGenError, String::new()));
+        }
+        let subject = CsrSubject {
+            country: country.to_ascii_uppercase(),
+            organization: organization.to_owned(),
+            common_name: common_name.to_owned(),
+        };
+        let (key, csr) = match x509::generate_csr(&subject) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::error!(leaf = %leaf, error = %x509::first_error(&e), "CSR generation failed");
+                return Ok((S::GenerationError, String::new()));
+            }
+        };
+        let key_pem = match &self.config().private_key_password {
+            Some(password) => key.private_key_to_pem_pkcs8_passphrase(
+                openssl::symm::Cipher::aes_256_cbc(),
+                password.as_bytes(),
+            ),
+            None => key.private_key_to_pem_pkcs8(),
+        };
+        let Ok(key_pem) = key_pem else {
+            return Ok((S::KeyGenError, String::new()));
+        };
+        let path = key_dir.join(format!(
+            "{}{}.key",
+            store::leaf_prefix(leaf),
+            store::random_suffix()
+        ));
+        Ok(self.write(|_| match store::atomic_write(&path, &key_pem, store::KEY_MODE) {
+            Ok(()) => {
+                tracing::info!(leaf = %leaf, cn = %common_name, key = %path.display(), "CSR generated");
+                ((S::Accepted, csr), vec![path.clone()])
+            }
+            Err(e) => {
+                tracing::error!(leaf = %leaf, key = %path.display(), error = %e, "cannot write CSR key");
+                ((S::GenerationError, String::new()), vec![])
+            }
+        }))
+    }
+
+    /// Contract 5.3.
+    pub fn update_leaf_certificate(
+        &self,
+        chain_pem: &str,
+        leaf: LeafCertificateType,
+    ) -> Result<Outcome<InstallCertificateResult>, Error> {
+        use InstallCertificateResult as R;
+        let Some((cert_dir, _)) = self.config().leaf_dirs(leaf) else {
+            return Err(Error::InvalidArgs(
+                "certificate_type must be CSMS or V2G".into(),
+            ));
+        };
+        let cert_dir = cert_dir.to_owned();
+        if chain_pem.len() > self.config().limits.max_chain_bytes {
+            tracing::warn!(leaf = %leaf, size = chain_pem.len(), "leaf chain refused: larger than limits.max_chain_bytes");
+            return Ok((R::InvalidFormat, vec![]));
+        }
+        let chain = match x509::parse_pem_certificates(chain_pem.as_bytes()) {
+            Ok((certs, 0)) if !certs.is_empty() => parse_chain(chain_pem),
+            _ => None,
+        };
+        let Some(chain) = chain else {
+            return Ok((R::InvalidFormat, vec![]));
+        };
+        let new_leaf = &chain[0];
+        if new_leaf.is_ca {
+            return Ok((R::InvalidCertificateChain, vec![]));
+        }
+        if new_leaf.common_name().is_empty() {
+            return Ok((R::InvalidCommonName, vec![]));
+        }
+        let verdict = self.verify_parsed(&chain, &[leaf]);
+        let refused = match verdict {
+            V::Valid => None,
+            V::Expired => Some(R::Expired),
+            V::InvalidSignature | V::InvalidLeafSignature => Some(R::InvalidSignature),
+            V::InvalidChain => Some(R::InvalidCertificateChain),
+            V::IssuerNotFound => Some(R::NoRootCertificateInstalled),
+            V::Unknown => Some(R::InvalidFormat),
+        };
+        if let Some(result) = refused {
+            tracing::warn!(leaf = %leaf, subject = %new_leaf.common_name(), %verdict, "leaf certificate refused");
+            return Ok((result, vec![]));
+        }
+        let limits = &self.config().limits;
+        Ok(self.write(|snap| {
+            let Some(domain) = snap.leaf_domain(leaf) else {
+                return ((R::WriteError, vec![]), vec![]);
+            };
+            if !domain.keys.iter().any(|k| k.key_fingerprint.is_some() && k.key_fingerprint == new_leaf.key_fingerprint) {
+                return ((R::PrivateKeyNotFound, vec![]), vec![]);
+            }
+            let fingerprints: Vec<_> = chain.iter().map(|c| c.fingerprint).collect();
+            let has_single = file_with(domain, |certs| certs == [new_leaf.fingerprint].as_slice());
+            let has_chain = chain.len() == 1 || file_with(domain, |certs| certs == fingerprints.as_slice());
+            if has_single && has_chain {
+                return ((R::Accepted, vec![]), vec![]);
+            }
+            let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+            let suffix = store::random_suffix();
+            let prefix = store::leaf_prefix(leaf);
+            let pems: Vec<Vec<u8>> = chain.iter().filter_map(|c| c.x509.to_pem().ok()).collect();
+            if !has_single {
+                files.push((cert_dir.join(format!("{prefix}{suffix}.pem")), pems[0].clone()));
+            }
+            if !has_chain {
+                files.push((cert_dir.join(format!("CPO_CERT_{prefix}CHAIN_{suffix}.pem")), pems.concat()));
+            }
+            let bytes: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+            if snap.usage.files + files.len() > limits.max_store_entries
+                || snap.usage.bytes + bytes > limits.max_store_bytes
+            {
+                tracing::warn!(leaf = %leaf, "store full; leaf install refused");
+                return ((R::CertificateStoreMaxLengthExceeded, vec![]), vec![]);
+            }
+            let mut written: Vec<PathBuf> = Vec::new();
+            for (path, data) in &files {
+                if let Err(e) = store::atomic_write(path, data, store::CERT_MODE) {
+                    tracing::error!(leaf = %leaf, path = %path.display(), error = %e, "leaf install failed");
+                    // All or nothing: take back what this call wrote.
+                    for done in &written {
+                        let _ = store::remove_durably(done);
+                    }
+                    return ((R::WriteError, vec![]), written);
+                }
+                written.push(path.clone());
+            }
+            tracing::info!(leaf = %leaf, subject = %new_leaf.common_name(), serial = %new_leaf.serial, "leaf certificate installed");
+            let change = StoreChange {
+                operation: StoreOperation::Installed,
+                ca: None,
+                leaf: Some(leaf),
+            };
+            ((R::Accepted, vec![change]), written)
+        }))
+    }
+
+    /// Contract 5.11.
+    pub fn get_leaf_certificate_info(
+        &self,
+        leaf: LeafCertificateType,
+        include_ocsp: bool,
+    ) -> (GetCertificateInfoStatus, Option<CertificateInfo>) {
+        let snap = self.snapshot();
+        match usable_leaves(&snap, leaf, x509::now()) {
+            Ok((domain, leaves)) => (
+                GetCertificateInfoStatus::Accepted,
+                leaves
+                    .first()
+                    .map(|l| self.info(&snap, domain, l, include_ocsp, false)),
+            ),
+            Err(status) => (status, None),
+        }
+    }
+
+    /// Contract 5.12: the newest usable leaf per root, with the root's PEM.
+    pub fn get_all_valid_certificates_info(
+        &self,
+        leaf: LeafCertificateType,
+        include_ocsp: bool,
+    ) -> (GetCertificateInfoStatus, Vec<CertificateInfo>) {
+        let snap = self.snapshot();
+        match usable_leaves(&snap, leaf, x509::now()) {
+            Ok((domain, leaves)) => {
+                let mut seen_roots = Vec::new();
+                let infos = leaves
+                    .into_iter()
+                    .filter(|l| {
+                        let root = l.issuers.last().map(|r| r.fingerprint);
+                        if seen_roots.contains(&root) {
+                            false
+                        } else {
+                            seen_roots.push(root);
+                            true
+                        }
+                    })
+                    .map(|l| self.info(&snap, domain, l, include_ocsp, true))
+                    .collect();
+                (GetCertificateInfoStatus::Accepted, infos)
+            }
+            Err(status) => (status, Vec::new()),
+        }
+    }
+
+    /// Contract 5.15: whole days until the selected leaf expires, 0 when
+    /// there is none.
+    pub fn get_leaf_expiry_days_count(&self, leaf: LeafCertificateType) -> i32 {
+        let snap = self.snapshot();
+        let now = x509::now();
+        match usable_leaves(&snap, leaf, now) {
+            Ok((_, leaves)) => leaves
+                .first()
+                .map(|l| ((l.cert.not_after - now).max(0) / 86_400).min(i64::from(i32::MAX)) as i32)
+                .unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
+    fn info(
+        &self,
+        snap: &Snapshot,
+        domain: &LeafDomain,
+        leaf: &Leaf,
+        include_ocsp: bool,
+        with_root: bool,
+    ) -> CertificateInfo {
+        let file_of = |want_chain: bool| {
+            leaf.files
+                .iter()
+                .filter_map(|p| domain.files.iter().find(|f| f.path == *p))
+                .find(|f| (f.certs.len() > 1) == want_chain)
+        };
+        let chain_file = file_of(true);
+        let ocsp = include_ocsp.then(|| {
+            let chain_certs: Vec<&Arc<CertFacts>> = match chain_file {
+                Some(f) => f.certs.iter().collect(),
+                None => vec![&leaf.cert],
+            };
+            let path = path_with_issuer_keys(leaf);
+            chain_certs
+                .iter()
+                .filter_map(|cert| {
+                    let (_, issuer_bits) = path
+                        .iter()
+                        .find(|(c, _)| c.fingerprint == cert.fingerprint)?;
+                    let hash = cert.hash_data(HashAlgorithm::SHA256, issuer_bits);
+                    let der = snap
+                        .ocsp
+                        .iter()
+                        .find(|e| e.has_der && e.hash == hash)
+                        .map(|e| e.der_path.display().to_string())
+                        .unwrap_or_default();
+                    Some((hash, der))
+                })
+                .collect()
+        });
+        CertificateInfo {
+            key: leaf.key.clone().unwrap_or_default(),
+            certificate: chain_file.map(|f| f.path.clone()),
+            certificate_single: file_of(false).map(|f| f.path.clone()),
+            certificate_root: with_root
+                .then(|| leaf.issuers.last().filter(|r| r.self_signed))
+                .flatten()
+                .and_then(|r| r.x509.to_pem().ok())
+                .map(|p| String::from_utf8_lossy(&p).into_owned()),
+            certificate_count: chain_file.map_or(1, |f| f.certs.len() as i32),
+            password: self.config().private_key_password.clone(),
+            ocsp,
+        }
+    }
+}
+
+/// True when a file of the domain holds exactly these certificates.
+fn file_with(domain: &LeafDomain, pred: impl Fn(&[crate::x509::Fingerprint]) -> bool) -> bool {
+    domain.files.iter().any(|f| {
+        let fps: Vec<_> = f.certs.iter().map(|c| c.fingerprint).collect();
+        pred(&fps)
+    })
+}
+
+/// Currently valid leaves of a domain that have their key, newest first by
+/// notBefore (OCPP A02.FR.09 and A02.FR.15), or the status that says why
+/// there is none.
+fn usable_leaves(
+    snap: &Snapshot,
+    leaf: LeafCertificateType,
+    now: i64,
+) -> Result<(&LeafDomain, Vec<&Leaf>), GetCertificateInfoStatus> {
+    let domain = snap
+        .leaf_domain(leaf)
+        .ok_or(GetCertificateInfoStatus::Rejected)?;
+    if domain.files.is_empty() {
+        return Err(GetCertificateInfoStatus::NotFound);
+    }
+    let valid: Vec<&Leaf> = domain
+        .leaves
+        .iter()
+        .filter(|l| l.cert.is_valid_at(now))
+        .collect();
+    if valid.is_empty() {
+        return Err(GetCertificateInfoStatus::NotFoundValid);
+    }
+    let mut usable: Vec<&Leaf> = valid.into_iter().filter(|l| l.key.is_some()).collect();
+    if usable.is_empty() {
+        return Err(GetCertificateInfoStatus::PrivateKeyNotFound);
+    }
+    sort_newest_first(&mut usable);
+    Ok((domain, usable))
+}
+
+/// Newest first by notBefore (OCPP A02.FR.09 and A02.FR.15), then by
+/// notAfter, then by file name, so the order is stable.
+pub(super) fn sort_newest_first(leaves: &mut [&Leaf]) {
+    leaves
+        .sort_by_key(|l| std::cmp::Reverse((l.cert.not_before, l.cert.not_after, l.files.clone())));
+}

@@ -1,0 +1,251 @@
+//! OCSP: request data for the CSMS, and the cache of its responses.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::leaf::path_with_issuer_keys;
+use super::{hash_matches, parse_chain, Error, EvseSecurity};
+use crate::index::{Snapshot, MAX_CHAIN_DEPTH};
+use crate::store::{self, Layout};
+use crate::types::{
+    CaCertificateType, HashAlgorithm, HashData, LeafCertificateType, UpdateOcspCacheResult,
+};
+use crate::x509::{self, CertFacts};
+
+/// One entry of `GetV2gOcspRequestData` / `GetMoOcspRequestData`: hash
+/// data and the responder URL.
+pub type OcspRequest = (HashData, String);
+
+/// A certificate that may have a cached OCSP response, with its issuer and
+/// the files that hold it.
+struct OcspSubject {
+    cert: Arc<CertFacts>,
+    issuer: Arc<CertFacts>,
+    files: Vec<PathBuf>,
+}
+
+/// Request entries for a path (leaf first), root excluded, deduplicated
+/// against `seen`. Certificates without an OCSP URL are skipped; with
+/// several URLs the first is used.
+fn request_entries(
+    path: &[Arc<CertFacts>],
+    seen: &mut HashSet<HashData>,
+    out: &mut Vec<OcspRequest>,
+) {
+    for pair in path.windows(2) {
+        let (cert, issuer) = (&pair[0], &pair[1]);
+        if cert.self_signed {
+            break;
+        }
+        let Some(url) = x509::ocsp_url(&cert.x509) else {
+            continue;
+        };
+        let hash = cert.hash_data(HashAlgorithm::SHA256, &issuer.key_bits);
+        if seen.insert(hash.clone()) {
+            out.push((hash, url));
+        }
+    }
+}
+
+impl EvseSecurity {
+    /// Contract 5.6: every SECC leaf with its key that is valid or not yet
+    /// valid, and the Sub-CAs of its chain.
+    pub fn get_v2g_ocsp_request_data(&self) -> Vec<OcspRequest> {
+        let snap = self.snapshot();
+        let now = x509::now();
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let Some(secc) = snap.leaf_domain(LeafCertificateType::V2G) else {
+            return out;
+        };
+        for leaf in secc
+            .leaves
+            .iter()
+            .filter(|l| l.key.is_some() && l.cert.not_after >= now)
+        {
+            let path: Vec<Arc<CertFacts>> = std::iter::once(leaf.cert.clone())
+                .chain(leaf.issuers.iter().cloned())
+                .collect();
+            request_entries(&path, &mut seen, &mut out);
+        }
+        out
+    }
+
+    /// Contract 5.7: the contract chain (leaf first) against the MO and V2G
+    /// bundles.
+    pub fn get_mo_ocsp_request_data(&self, chain_pem: &str) -> Result<Vec<OcspRequest>, Error> {
+        self.check_size("certificate chain", chain_pem)?;
+        let Some(chain) = parse_chain(chain_pem) else {
+            return Err(Error::InvalidArgs(
+                "certificate_chain holds no parsable PEM certificate".into(),
+            ));
+        };
+        let snap = self.snapshot();
+        let pool: Vec<Arc<CertFacts>> = chain
+            .iter()
+            .skip(1)
+            .filter(|c| !c.self_signed)
+            .map(|c| Arc::new(c.clone()))
+            .chain(
+                [CaCertificateType::MO, CaCertificateType::V2G]
+                    .iter()
+                    .flat_map(|ca| snap.bundle(*ca).nodes.iter().map(|n| n.cert.clone())),
+            )
+            .collect();
+        let mut path = vec![Arc::new(chain[0].clone())];
+        while path.len() <= MAX_CHAIN_DEPTH {
+            let current = &path[path.len() - 1];
+            if current.self_signed {
+                break;
+            }
+            let Some(issuer) = pool.iter().find(|p| current.is_issued_by(p)).cloned() else {
+                break;
+            };
+            if path.iter().any(|c| c.fingerprint == issuer.fingerprint) {
+                break;
+            }
+            path.push(issuer);
+        }
+        let mut out = Vec::new();
+        request_entries(&path, &mut HashSet::new(), &mut out);
+        Ok(out)
+    }
+
+    /// Contract 5.8: stores a DER OCSP response (sent base64) for the
+    /// certificate with this hash data, beside every file that holds it.
+    pub fn update_ocsp_cache(
+        &self,
+        query: &HashData,
+        response_b64: &str,
+    ) -> Result<UpdateOcspCacheResult, Error> {
+        use UpdateOcspCacheResult as R;
+        self.check_size("ocsp_response", response_b64)?;
+        let compact: String = response_b64
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect();
+        let der = match openssl::base64::decode_block(&compact) {
+            Ok(der) if !der.is_empty() => der,
+            _ => return Ok(R::InvalidFormat),
+        };
+        self.write(|snap| {
+            let subjects = ocsp_subjects(snap);
+            let Some(subject) = subjects
+                .iter()
+                .find(|s| hash_matches(&s.cert, None, Some(&s.issuer.key_bits), query))
+            else {
+                return (Ok(R::NotFound), vec![]);
+            };
+            if let Err(e) = x509::check_ocsp_response(&der, &subject.cert.x509, &subject.issuer.x509) {
+                tracing::warn!(subject = %subject.cert.common_name(), error = %e, "OCSP response refused");
+                return (Ok(R::InvalidFormat), vec![]);
+            }
+            let hash = subject.cert.hash_data(HashAlgorithm::SHA256, &subject.issuer.key_bits);
+            let dirs: HashSet<PathBuf> = subject.files.iter().map(|f| Layout::ocsp_dir_for(f)).collect();
+            let mut touched = Vec::new();
+            for dir in dirs {
+                if let Err(e) = store_response(snap, &dir, &hash, &der, &mut touched) {
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot store OCSP response");
+                    let message = format!("cannot store the OCSP response in {}: {e}", dir.display());
+                    return (Err(Error::Internal(message)), touched);
+                }
+            }
+            tracing::info!(subject = %subject.cert.common_name(), serial = %subject.cert.serial, "OCSP response cached");
+            (Ok(R::Accepted), touched)
+        })
+    }
+}
+
+/// Writes `der` as the response for `hash` in `dir`: over the `.der` of an
+/// existing entry for the same certificate (others for it are removed), or
+/// as a new `<suffix>_ocsp.der` with its `.hash`.
+fn store_response(
+    snap: &Snapshot,
+    dir: &Path,
+    hash: &HashData,
+    der: &[u8],
+    touched: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    let mut existing = snap
+        .ocsp
+        .iter()
+        .filter(|e| e.hash_path.parent() == Some(dir) && e.hash == *hash);
+    let (hash_path, der_path) = match existing.next() {
+        Some(e) => (e.hash_path.clone(), e.der_path.clone()),
+        None => {
+            let stem = format!("{}_ocsp", store::random_suffix());
+            (
+                dir.join(format!("{stem}.hash")),
+                dir.join(format!("{stem}.der")),
+            )
+        }
+    };
+    // The .der first: a crash in between leaves an orphan .der that garbage
+    // collection removes, never a .hash pointing at a missing response.
+    store::atomic_write(&der_path, der, store::CERT_MODE)?;
+    touched.push(der_path);
+    store::atomic_write(
+        &hash_path,
+        store::ocsp_hash_text(hash).as_bytes(),
+        store::CERT_MODE,
+    )?;
+    touched.push(hash_path);
+    for stale in existing {
+        store::remove_durably(&stale.der_path)?;
+        store::remove_durably(&stale.hash_path)?;
+        touched.push(stale.der_path.clone());
+        touched.push(stale.hash_path.clone());
+    }
+    Ok(())
+}
+
+/// Certificates that may have a cached OCSP response: SECC leaves and the
+/// CAs of their chains, and the V2G bundle.
+fn ocsp_subjects(snap: &Snapshot) -> Vec<OcspSubject> {
+    let mut out: Vec<OcspSubject> = Vec::new();
+    let mut add = |cert: &Arc<CertFacts>, issuer: &Arc<CertFacts>, files: Vec<PathBuf>| match out
+        .iter_mut()
+        .find(|s| s.cert.fingerprint == cert.fingerprint)
+    {
+        Some(s) => {
+            for f in files {
+                if !s.files.contains(&f) {
+                    s.files.push(f);
+                }
+            }
+        }
+        None => out.push(OcspSubject {
+            cert: cert.clone(),
+            issuer: issuer.clone(),
+            files,
+        }),
+    };
+    if let Some(secc) = snap.leaf_domain(LeafCertificateType::V2G) {
+        for leaf in &secc.leaves {
+            let path: Vec<Arc<CertFacts>> = std::iter::once(leaf.cert.clone())
+                .chain(leaf.issuers.iter().cloned())
+                .collect();
+            for (i, (cert, _)) in path_with_issuer_keys(leaf).into_iter().enumerate() {
+                let issuer = path.get(i + 1).unwrap_or(cert);
+                let files = secc
+                    .files
+                    .iter()
+                    .filter(|f| f.certs.iter().any(|c| c.fingerprint == cert.fingerprint))
+                    .map(|f| f.path.clone())
+                    .collect();
+                add(cert, issuer, files);
+            }
+        }
+    }
+    let v2g = snap.bundle(CaCertificateType::V2G);
+    for node in &v2g.nodes {
+        let issuer = match node.parent {
+            Some(p) => &v2g.nodes[p].cert,
+            None if node.cert.self_signed => &node.cert,
+            None => continue,
+        };
+        add(&node.cert, issuer, node.files.clone());
+    }
+    out
+}
