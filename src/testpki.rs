@@ -20,7 +20,7 @@ use openssl::x509::{X509Builder, X509NameBuilder, X509};
 /// What to put in a certificate.
 #[derive(Debug, Clone)]
 pub struct CertSpec {
-    /// Subject commonName.
+    /// Subject commonName; none when empty.
     pub cn: String,
     /// CA:TRUE, with this pathLenConstraint when `Some(Some(n))`.
     pub ca: Option<Option<u32>>,
@@ -32,6 +32,8 @@ pub struct CertSpec {
     pub serial: u64,
     /// Adds `DC=CPO` to the subject (ISO 15118 SECC certificates).
     pub dc_cpo: bool,
+    /// An OCSP responder URL for the Authority Information Access.
+    pub ocsp_url: Option<String>,
 }
 
 impl CertSpec {
@@ -44,6 +46,7 @@ impl CertSpec {
             not_after_days: 3650,
             serial: next_serial(),
             dc_cpo: false,
+            ocsp_url: None,
         }
     }
 
@@ -56,7 +59,14 @@ impl CertSpec {
             not_after_days: 365,
             serial: next_serial(),
             dc_cpo: false,
+            ocsp_url: None,
         }
+    }
+
+    /// The same with an OCSP responder URL.
+    pub fn ocsp(mut self, url: &str) -> CertSpec {
+        self.ocsp_url = Some(url.to_owned());
+        self
     }
 
     /// The same with another validity window.
@@ -115,19 +125,52 @@ pub fn issue_with_key(
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_nid(Nid::COUNTRYNAME, "DE")?;
     name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "evsec test")?;
-    name.append_entry_by_nid(Nid::COMMONNAME, &spec.cn)?;
+    if !spec.cn.is_empty() {
+        name.append_entry_by_nid(Nid::COMMONNAME, &spec.cn)?;
+    }
     if spec.dc_cpo {
         name.append_entry_by_text("DC", "CPO")?;
     }
     let name = name.build();
+    let (issuer_name, signer, issuer_cert) = match issuer {
+        Some(i) => (i.cert.subject_name(), &i.key, Some(i.cert.as_ref())),
+        None => (name.as_ref(), &key, None),
+    };
+    let cert = build(spec, &name, issuer_name, &key, signer, issuer_cert)?;
+    Ok(Issued { cert, key })
+}
+
+/// Signs a CSR as `issuer`: the CSR's subject and public key, with the
+/// validity and extensions of `spec`.
+pub fn sign_csr(csr_pem: &str, spec: &CertSpec, issuer: &Issued) -> Result<X509, ErrorStack> {
+    let req = openssl::x509::X509Req::from_pem(csr_pem.as_bytes())?;
+    let key = req.public_key()?;
+    build(
+        spec,
+        req.subject_name(),
+        issuer.cert.subject_name(),
+        &key,
+        &issuer.key,
+        Some(&issuer.cert),
+    )
+}
+
+fn build<T: openssl::pkey::HasPublic>(
+    spec: &CertSpec,
+    subject: &openssl::x509::X509NameRef,
+    issuer_name: &openssl::x509::X509NameRef,
+    key: &PKey<T>,
+    signer: &PKey<Private>,
+    issuer_cert: Option<&openssl::x509::X509Ref>,
+) -> Result<X509, ErrorStack> {
     let mut b = X509Builder::new()?;
     b.set_version(2)?;
     let serial = BigNum::from_dec_str(&spec.serial.to_string())?;
     let serial = Asn1Integer::from_bn(&serial)?;
     b.set_serial_number(&serial)?;
-    b.set_subject_name(&name)?;
-    b.set_issuer_name(issuer.map_or(&name, |i| i.cert.subject_name()))?;
-    b.set_pubkey(&key)?;
+    b.set_subject_name(subject)?;
+    b.set_issuer_name(issuer_name)?;
+    b.set_pubkey(key)?;
     let (not_before, not_after) = (days(spec.not_before_days)?, days(spec.not_after_days)?);
     b.set_not_before(&not_before)?;
     b.set_not_after(&not_after)?;
@@ -154,20 +197,28 @@ pub fn issue_with_key(
             .build()?
     };
     b.append_extension(ku)?;
-    let ski = SubjectKeyIdentifier::new()
-        .build(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))?;
+    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(issuer_cert, None))?;
     b.append_extension(ski)?;
-    if issuer.is_some() {
+    if issuer_cert.is_some() {
         let aki = AuthorityKeyIdentifier::new()
             .keyid(true)
-            .build(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))?;
+            .build(&b.x509v3_context(issuer_cert, None))?;
         b.append_extension(aki)?;
     }
-    b.sign(issuer.map_or(&key, |i| &i.key), MessageDigest::sha256())?;
-    Ok(Issued {
-        cert: b.build(),
-        key,
-    })
+    if let Some(url) = &spec.ocsp_url {
+        // The crate has no builder for Authority Information Access; the
+        // config-string constructor is the way to make one.
+        #[allow(deprecated)]
+        let aia = openssl::x509::X509Extension::new_nid(
+            None,
+            None,
+            Nid::INFO_ACCESS,
+            &format!("OCSP;URI:{url}"),
+        )?;
+        b.append_extension(aia)?;
+    }
+    b.sign(signer, MessageDigest::sha256())?;
+    Ok(b.build())
 }
 
 /// A copy of `cert` whose signature no longer verifies.
@@ -201,12 +252,21 @@ pub struct Pki {
 }
 
 impl Pki {
+    /// The OCSP responder URL of the CPO Sub-CAs and the SECC leaf.
+    pub const OCSP_URL: &'static str = "http://ocsp.cpo.test/";
+
     /// Generates a fresh PKI.
     pub fn generate() -> Result<Pki, ErrorStack> {
         let v2g_root = issue(&CertSpec::ca("V2G Root CA", None), None)?;
-        let cpo_sub1 = issue(&CertSpec::ca("CPO Sub-CA 1", Some(1)), Some(&v2g_root))?;
-        let cpo_sub2 = issue(&CertSpec::ca("CPO Sub-CA 2", Some(0)), Some(&cpo_sub1))?;
-        let mut secc = CertSpec::leaf("SECC-0001");
+        let cpo_sub1 = issue(
+            &CertSpec::ca("CPO Sub-CA 1", Some(1)).ocsp(Self::OCSP_URL),
+            Some(&v2g_root),
+        )?;
+        let cpo_sub2 = issue(
+            &CertSpec::ca("CPO Sub-CA 2", Some(0)).ocsp(Self::OCSP_URL),
+            Some(&cpo_sub1),
+        )?;
+        let mut secc = CertSpec::leaf("SECC-0001").ocsp(Self::OCSP_URL);
         secc.dc_cpo = true;
         let secc_leaf = issue(&secc, Some(&cpo_sub2))?;
         let csms_root = issue(&CertSpec::ca("CSMS Root CA", None), None)?;

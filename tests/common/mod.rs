@@ -252,3 +252,75 @@ pub fn busctl(address: &str, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// An OCSP response for `cert` by `issuer` from `openssl ocsp` as a
+/// responder, DER.
+pub fn ocsp_response(
+    cert: &openssl::x509::X509,
+    issuer: &evsec::testpki::Issued,
+    dir: &std::path::Path,
+) -> Vec<u8> {
+    let w = |name: &str, data: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, data).unwrap();
+        p
+    };
+    let cert_path = w("cert.pem", &cert.to_pem().unwrap());
+    let issuer_path = w("issuer.pem", issuer.pem().as_bytes());
+    let key_path = w("issuer.key", &issuer.key_pem());
+    let serial = evsec::x509::CertFacts::new(cert.clone())
+        .unwrap()
+        .serial
+        .to_uppercase();
+    let serial = if serial.len() % 2 == 1 {
+        format!("0{serial}")
+    } else {
+        serial
+    };
+    let index = w(
+        "index.txt",
+        format!("V\t301231235959Z\t\t{serial}\tunknown\t/CN=x\n").as_bytes(),
+    );
+    let req = dir.join("req.der");
+    let resp = dir.join("resp.der");
+    let run = |args: Vec<&std::ffi::OsStr>| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(vec![
+        "ocsp".as_ref(),
+        "-sha256".as_ref(),
+        "-no_nonce".as_ref(),
+        "-issuer".as_ref(),
+        issuer_path.as_os_str(),
+        "-cert".as_ref(),
+        cert_path.as_os_str(),
+        "-reqout".as_ref(),
+        req.as_os_str(),
+    ]);
+    run(vec![
+        "ocsp".as_ref(),
+        "-index".as_ref(),
+        index.as_os_str(),
+        "-CA".as_ref(),
+        issuer_path.as_os_str(),
+        "-rsigner".as_ref(),
+        issuer_path.as_os_str(),
+        "-rkey".as_ref(),
+        key_path.as_os_str(),
+        "-reqin".as_ref(),
+        req.as_os_str(),
+        "-respout".as_ref(),
+        resp.as_os_str(),
+        "-ndays".as_ref(),
+        "7".as_ref(),
+    ]);
+    std::fs::read(resp).unwrap()
+}
