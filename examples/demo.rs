@@ -86,7 +86,15 @@ async fn main() -> ExitCode {
          Ctrl-C stops the daemon and the bus.\n",
         store = certs.display(),
     );
-    let code = daemon::serve_until_signal(security, &Bus::Address(address)).await;
+    let roles = match evsec::access::Roles::resolve(&security.config().access) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            let _ = bus.kill();
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = daemon::serve_until_signal(security, roles, &Bus::Address(address)).await;
     let _ = bus.kill();
     let _ = bus.wait();
     code

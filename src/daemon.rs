@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::access::Roles;
 use crate::config::Config;
 use crate::dbus::{self, Bus};
 use crate::security::EvseSecurity;
@@ -68,16 +69,20 @@ pub async fn run(args: Args) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
     };
+    let roles = match Roles::resolve(&config.access) {
+        Ok(r) => r,
+        Err(e) => return fail(&e.to_string()),
+    };
     let security = match tokio::task::spawn_blocking(move || EvseSecurity::open(config)).await {
         Ok(Ok(s)) => Arc::new(s),
         Ok(Err(e)) => return fail(&e.to_string()),
         Err(e) => return fail(&format!("start-up failed: {e}")),
     };
-    serve_until_signal(security, &args.bus).await
+    serve_until_signal(security, roles, &args.bus).await
 }
 
 /// Serves an open store on `bus` until SIGTERM or SIGINT.
-pub async fn serve_until_signal(security: Arc<EvseSecurity>, bus: &Bus) -> ExitCode {
+pub async fn serve_until_signal(security: Arc<EvseSecurity>, roles: Roles, bus: &Bus) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -86,7 +91,7 @@ pub async fn serve_until_signal(security: Arc<EvseSecurity>, bus: &Bus) -> ExitC
         (Ok(t), Ok(i)) => (t, i),
         _ => return fail("cannot install signal handlers"),
     };
-    let server = match dbus::serve(security, bus).await {
+    let server = match dbus::serve(security, roles, bus).await {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),
     };

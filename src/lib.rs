@@ -3,6 +3,7 @@
 //! The library holds the whole core; `evsecd` and `evsecctl` are thin
 //! binaries over it, and the tests and benchmarks use it directly.
 
+pub mod access;
 pub mod config;
 pub mod daemon;
 pub mod dbus;

@@ -12,6 +12,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection, DBusError, OwnedVariant, Variant};
 
 use super::{builder, Bus, BUS_NAME, ERROR_PREFIX, OBJECT_PATH};
+use crate::access::{Need, Roles};
 use crate::security::{self, CertificateInfo, EvseSecurity, OcspRequest, StoreChange};
 use crate::types::{
     CaCertificateType, CertificateType, EncodingFormat, HashData, LeafCertificateType, UnknownValue,
@@ -76,6 +77,8 @@ fn wire_certificate_info(info: CertificateInfo) -> Result<WireCertificateInfo, B
 pub enum BusError {
     /// `org.freedesktop.DBus.Error.InvalidArgs`.
     InvalidArgs(String),
+    /// `org.freedesktop.DBus.Error.AccessDenied`.
+    AccessDenied(String),
     /// `org.evsec.EvseSecurity1.Error.Internal`.
     Internal(String),
     /// An error of the bus connection itself.
@@ -86,6 +89,7 @@ impl BusError {
     fn error_name(&self) -> String {
         match self {
             BusError::InvalidArgs(_) => "org.freedesktop.DBus.Error.InvalidArgs".to_owned(),
+            BusError::AccessDenied(_) => "org.freedesktop.DBus.Error.AccessDenied".to_owned(),
             BusError::Internal(_) => format!("{ERROR_PREFIX}.Internal"),
             BusError::ZBus(zbus::Error::MethodError(name, _, _)) => name.to_string(),
             BusError::ZBus(_) => "org.freedesktop.DBus.Error.Failed".to_owned(),
@@ -94,7 +98,9 @@ impl BusError {
 
     fn message(&self) -> String {
         match self {
-            BusError::InvalidArgs(m) | BusError::Internal(m) => m.clone(),
+            BusError::InvalidArgs(m) | BusError::AccessDenied(m) | BusError::Internal(m) => {
+                m.clone()
+            }
             BusError::ZBus(e) => e.to_string(),
         }
     }
@@ -111,7 +117,7 @@ impl DBusError for BusError {
 
     fn description(&self) -> Option<&str> {
         match self {
-            BusError::InvalidArgs(m) | BusError::Internal(m) => Some(m),
+            BusError::InvalidArgs(m) | BusError::AccessDenied(m) | BusError::Internal(m) => Some(m),
             BusError::ZBus(_) => None,
         }
     }
@@ -153,13 +159,72 @@ fn parse_hash_data(
         .map_err(|e| BusError::InvalidArgs(format!("argument {name}: {e}")))
 }
 
+/// Callers remembered by unique name. Unique names are never reused on a
+/// bus, so an entry cannot go stale; the map is emptied when full so that
+/// it stays bounded.
+const MAX_CACHED_CALLERS: usize = 4096;
+
 /// The served object.
 struct EvseSecurityInterface {
     security: Arc<EvseSecurity>,
     permits: Arc<Semaphore>,
+    roles: Roles,
+    callers: std::sync::Mutex<HashMap<String, (u32, Vec<u32>)>>,
 }
 
 impl EvseSecurityInterface {
+    /// Checks the caller's UID and GIDs, taken from the bus (never from a
+    /// PID), against the roles. Denied calls that would change the store
+    /// are logged with the UID.
+    async fn authorize(
+        &self,
+        hdr: &Header<'_>,
+        conn: &Connection,
+        need: Need,
+        member: &str,
+    ) -> Result<(), BusError> {
+        let Some(sender) = hdr.sender() else {
+            return Err(BusError::AccessDenied("the call has no sender".into()));
+        };
+        let cached = self
+            .callers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sender.as_str())
+            .cloned();
+        let (uid, gids) = match cached {
+            Some(c) => c,
+            None => {
+                let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+                let creds = dbus
+                    .get_connection_credentials(zbus::names::BusName::from(sender.to_owned()))
+                    .await
+                    .map_err(|e| {
+                        BusError::AccessDenied(format!("caller unknown to the bus: {e}"))
+                    })?;
+                let uid = creds.unix_user_id().ok_or_else(|| {
+                    BusError::AccessDenied("the bus gave no UID for the caller".into())
+                })?;
+                let gids = creds.unix_group_ids().cloned().unwrap_or_default();
+                let mut callers = self.callers.lock().unwrap_or_else(|e| e.into_inner());
+                if callers.len() >= MAX_CACHED_CALLERS {
+                    callers.clear();
+                }
+                callers.insert(sender.to_string(), (uid, gids.clone()));
+                (uid, gids)
+            }
+        };
+        if self.roles.allows(uid, &gids, need) {
+            return Ok(());
+        }
+        if need == Need::Write {
+            tracing::warn!(uid, member, "access denied");
+        }
+        Err(BusError::AccessDenied(format!(
+            "uid {uid} may not call {member}"
+        )))
+    }
+
     /// Runs core work on a blocking thread, bounded by the permits.
     async fn blocking<T, F>(&self, work: F) -> Result<T, BusError>
     where
@@ -202,10 +267,14 @@ impl EvseSecurityInterface {
     #[zbus(out_args("result"))]
     async fn install_ca_certificate(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
         certificate: String,
         certificate_type: String,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
+        self.authorize(&hdr, conn, Need::Write, "InstallCaCertificate")
+            .await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         let (result, changes) = self
             .blocking(move |s| s.install_ca_certificate(&certificate, ca))
@@ -218,9 +287,13 @@ impl EvseSecurityInterface {
     #[zbus(out_args("result"))]
     async fn delete_certificate(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
         certificate_hash_data: WireHashData,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
+        self.authorize(&hdr, conn, Need::Write, "DeleteCertificate")
+            .await?;
         let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
         let (result, changes) = self.blocking(move |s| s.delete_certificate(&query)).await?;
         self.announce(&emitter, &changes).await;
@@ -232,9 +305,13 @@ impl EvseSecurityInterface {
     #[zbus(out_args("result"))]
     async fn verify_certificate(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
         certificate_chain: String,
         certificate_types: Vec<String>,
     ) -> Result<String, BusError> {
+        self.authorize(&hdr, conn, Need::Read, "VerifyCertificate")
+            .await?;
         let types: Vec<LeafCertificateType> = parse_args("certificate_types", &certificate_types)?;
         let result = self
             .blocking(move |s| s.verify_certificate(&certificate_chain, &types))
@@ -246,8 +323,12 @@ impl EvseSecurityInterface {
     #[zbus(out_args("status", "certificate_hash_data_chain"))]
     async fn get_installed_certificates(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
         certificate_types: Vec<String>,
     ) -> Result<(String, Vec<WireHashDataChain>), BusError> {
+        self.authorize(&hdr, conn, Need::Read, "GetInstalledCertificates")
+            .await?;
         let types: Vec<CertificateType> = parse_args("certificate_types", &certificate_types)?;
         let (status, chains) = self
             .blocking(move |s| s.get_installed_certificates(&types))
@@ -272,8 +353,12 @@ impl EvseSecurityInterface {
     #[zbus(out_args("result"))]
     async fn is_ca_certificate_installed(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
         certificate_type: String,
     ) -> Result<bool, BusError> {
+        self.authorize(&hdr, conn, Need::Read, "IsCaCertificateInstalled")
+            .await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.is_ca_certificate_installed(ca))
             .await
@@ -281,14 +366,28 @@ impl EvseSecurityInterface {
 
     /// A file holding the bundle's roots, usable as CAfile (contract 5.13).
     #[zbus(out_args("result"))]
-    async fn get_verify_file(&self, certificate_type: String) -> Result<String, BusError> {
+    async fn get_verify_file(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        certificate_type: String,
+    ) -> Result<String, BusError> {
+        self.authorize(&hdr, conn, Need::Read, "GetVerifyFile")
+            .await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.get_verify_file(ca)).await
     }
 
     /// The bundle file, or its directory usable as CApath (contract 5.14).
     #[zbus(out_args("result"))]
-    async fn get_verify_location(&self, certificate_type: String) -> Result<String, BusError> {
+    async fn get_verify_location(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        certificate_type: String,
+    ) -> Result<String, BusError> {
+        self.authorize(&hdr, conn, Need::Read, "GetVerifyLocation")
+            .await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.get_verify_location(ca)).await
     }
@@ -297,10 +396,14 @@ impl EvseSecurityInterface {
     #[zbus(out_args("result"))]
     async fn update_leaf_certificate(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
         certificate_chain: String,
         certificate_type: String,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
+        self.authorize(&hdr, conn, Need::Write, "UpdateLeafCertificate")
+            .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         let (result, changes) = self
             .blocking(move |s| s.update_leaf_certificate(&certificate_chain, leaf))
@@ -311,7 +414,13 @@ impl EvseSecurityInterface {
 
     /// OCSP request data of the SECC leaves and their Sub-CAs (contract 5.6).
     #[zbus(out_args("ocsp_request_data"))]
-    async fn get_v2g_ocsp_request_data(&self) -> Result<Vec<WireOcspRequest>, BusError> {
+    async fn get_v2g_ocsp_request_data(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<WireOcspRequest>, BusError> {
+        self.authorize(&hdr, conn, Need::Read, "GetV2gOcspRequestData")
+            .await?;
         Ok(wire_ocsp_requests(
             self.blocking(|s| s.get_v2g_ocsp_request_data()).await?,
         ))
@@ -321,8 +430,12 @@ impl EvseSecurityInterface {
     #[zbus(out_args("ocsp_request_data"))]
     async fn get_mo_ocsp_request_data(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
         certificate_chain: String,
     ) -> Result<Vec<WireOcspRequest>, BusError> {
+        self.authorize(&hdr, conn, Need::Read, "GetMoOcspRequestData")
+            .await?;
         let requests = self
             .blocking(move |s| s.get_mo_ocsp_request_data(&certificate_chain))
             .await??;
@@ -333,9 +446,13 @@ impl EvseSecurityInterface {
     #[zbus(out_args("result"))]
     async fn update_ocsp_cache(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
         certificate_hash_data: WireHashData,
         ocsp_response: String,
     ) -> Result<String, BusError> {
+        self.authorize(&hdr, conn, Need::Write, "UpdateOcspCache")
+            .await?;
         let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
         let result = self
             .blocking(move |s| s.update_ocsp_cache(&query, &ocsp_response))
@@ -345,14 +462,20 @@ impl EvseSecurityInterface {
 
     /// A new key in the key directory and a CSR for it (contract 5.10).
     #[zbus(out_args("status", "csr"))]
+    // The contract's five arguments, plus the caller's header and connection.
+    #[allow(clippy::too_many_arguments)]
     async fn generate_certificate_signing_request(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
         certificate_type: String,
         country: String,
         organization: String,
         common: String,
         use_tpm: bool,
     ) -> Result<(String, String), BusError> {
+        self.authorize(&hdr, conn, Need::Write, "GenerateCertificateSigningRequest")
+            .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         let (status, csr) = self
             .blocking(move |s| {
@@ -372,10 +495,14 @@ impl EvseSecurityInterface {
     #[zbus(out_args("status", "info"))]
     async fn get_leaf_certificate_info(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
         certificate_type: String,
         encoding: String,
         include_ocsp: bool,
     ) -> Result<(String, WireCertificateInfo), BusError> {
+        self.authorize(&hdr, conn, Need::Read, "GetLeafCertificateInfo")
+            .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         let _: EncodingFormat = parse_arg("encoding", &encoding)?;
         let (status, info) = self
@@ -392,10 +519,14 @@ impl EvseSecurityInterface {
     #[zbus(out_args("status", "info"))]
     async fn get_all_valid_certificates_info(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
         certificate_type: String,
         encoding: String,
         include_ocsp: bool,
     ) -> Result<(String, Vec<WireCertificateInfo>), BusError> {
+        self.authorize(&hdr, conn, Need::Read, "GetAllValidCertificatesInfo")
+            .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         let _: EncodingFormat = parse_arg("encoding", &encoding)?;
         let (status, infos) = self
@@ -410,7 +541,14 @@ impl EvseSecurityInterface {
 
     /// Whole days until the selected leaf expires, 0 when none (contract 5.15).
     #[zbus(out_args("days"))]
-    async fn get_leaf_expiry_days_count(&self, certificate_type: String) -> Result<i32, BusError> {
+    async fn get_leaf_expiry_days_count(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        certificate_type: String,
+    ) -> Result<i32, BusError> {
+        self.authorize(&hdr, conn, Need::Read, "GetLeafExpiryDaysCount")
+            .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.get_leaf_expiry_days_count(leaf))
             .await
@@ -421,10 +559,14 @@ impl EvseSecurityInterface {
     #[zbus(out_args("valid"))]
     async fn verify_file_signature(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
         file_path: String,
         signing_certificate: String,
         signature: String,
     ) -> Result<bool, BusError> {
+        self.authorize(&hdr, conn, Need::Read, "VerifyFileSignature")
+            .await?;
         self.blocking(move |s| {
             s.verify_file_signature(&file_path, &signing_certificate, &signature)
         })
@@ -435,8 +577,12 @@ impl EvseSecurityInterface {
     /// OCSP responses now (contract 5.17).
     async fn garbage_collect(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), BusError> {
+        self.authorize(&hdr, conn, Need::Write, "GarbageCollect")
+            .await?;
         let changes = self.blocking(|s| s.garbage_collect()).await?;
         self.announce(&emitter, &changes).await;
         Ok(())
@@ -453,13 +599,29 @@ impl EvseSecurityInterface {
 
     /// The daemon's version.
     #[zbus(property(emits_changed_signal = "const"))]
-    fn version(&self) -> String {
-        env!("CARGO_PKG_VERSION").to_owned()
+    async fn version(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, BusError> {
+        if let Some(hdr) = hdr {
+            self.authorize(&hdr, conn, Need::Read, "Version").await?;
+        }
+        Ok(env!("CARGO_PKG_VERSION").to_owned())
     }
 
     /// Certificates installed now, all stores together.
     #[zbus(property)]
-    async fn certificate_entries(&self) -> Result<u32, BusError> {
+    async fn certificate_entries(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<u32, BusError> {
+        // No header: the daemon itself, emitting PropertiesChanged.
+        if let Some(hdr) = hdr {
+            self.authorize(&hdr, conn, Need::Read, "CertificateEntries")
+                .await?;
+        }
         self.blocking(|s| s.certificate_entries()).await
     }
 }
@@ -488,11 +650,17 @@ pub enum ServeError {
 /// Connects to `bus`, exports the interface and takes the well-known name.
 /// The name is requested without replacement either way: a second daemon
 /// fails instead of taking the name from the first.
-pub async fn serve(security: Arc<EvseSecurity>, bus: &Bus) -> Result<Server, ServeError> {
+pub async fn serve(
+    security: Arc<EvseSecurity>,
+    roles: Roles,
+    bus: &Bus,
+) -> Result<Server, ServeError> {
     let gc_interval = Duration::from_secs(security.config().gc.interval_seconds);
     let iface = EvseSecurityInterface {
         security,
         permits: Arc::new(Semaphore::new(MAX_BLOCKING_CALLS)),
+        roles,
+        callers: std::sync::Mutex::new(HashMap::new()),
     };
     let connection = builder(bus)
         .serve_at(OBJECT_PATH, iface)

@@ -1,0 +1,131 @@
+//! Who may call what (contract §3, `[access]`). The daemon checks every
+//! caller itself, so that a missing or broken bus policy file does not open
+//! the store.
+
+use std::ffi::CString;
+
+use crate::config::{Access, ConfigError};
+
+/// What a call needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Read-only methods (`Get*`, `Verify*`, `Is*`) and properties.
+    Read,
+    /// Every other method.
+    Write,
+}
+
+/// The resolved roles: group names turned into GIDs once, at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roles {
+    /// The daemon's own UID, which may always call.
+    pub daemon_uid: u32,
+    /// Members may call every method.
+    pub write_gids: Vec<u32>,
+    /// Members may call the read-only methods.
+    pub read_gids: Vec<u32>,
+}
+
+impl Roles {
+    /// Resolves the configured group names. An unknown group is a config
+    /// error that names the key and the group.
+    pub fn resolve(access: &Access) -> Result<Roles, ConfigError> {
+        let gids = |key: &'static str, names: &[String]| -> Result<Vec<u32>, ConfigError> {
+            names
+                .iter()
+                .map(|name| {
+                    group_id(name).ok_or_else(|| ConfigError::Value {
+                        key,
+                        message: format!("no group named `{name}`"),
+                    })
+                })
+                .collect()
+        };
+        Ok(Roles {
+            // SAFETY: getuid cannot fail.
+            daemon_uid: unsafe { libc::getuid() },
+            write_gids: gids("access.write_groups", &access.write_groups)?,
+            read_gids: gids("access.read_groups", &access.read_groups)?,
+        })
+    }
+
+    /// Whether a caller with this UID and these GIDs (primary and
+    /// supplementary, as the bus reports them) may make a call that needs
+    /// `need`. Root and the daemon's own user may always call.
+    pub fn allows(&self, uid: u32, gids: &[u32], need: Need) -> bool {
+        if uid == 0 || uid == self.daemon_uid {
+            return true;
+        }
+        let member = |role: &[u32]| gids.iter().any(|g| role.contains(g));
+        match need {
+            Need::Write => member(&self.write_gids),
+            Need::Read => member(&self.write_gids) || member(&self.read_gids),
+        }
+    }
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    let c_name = CString::new(name).ok()?;
+    let mut group: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: every pointer is valid for the call; `buf` outlives `group`'s
+    // borrowed strings, which are not kept.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            c_name.as_ptr(),
+            &mut group,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(group.gr_gid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_decide_by_uid_and_groups() {
+        let roles = Roles {
+            daemon_uid: 900,
+            write_gids: vec![50],
+            read_gids: vec![60],
+        };
+        assert!(roles.allows(0, &[], Need::Write), "root");
+        assert!(roles.allows(900, &[], Need::Write), "the daemon's user");
+        assert!(
+            roles.allows(1000, &[7, 50], Need::Write),
+            "a writer by a supplementary group"
+        );
+        assert!(roles.allows(1000, &[50], Need::Read), "writers may read");
+        assert!(roles.allows(1000, &[60], Need::Read));
+        assert!(
+            !roles.allows(1000, &[60], Need::Write),
+            "readers may not write"
+        );
+        assert!(
+            !roles.allows(1000, &[1000], Need::Read),
+            "others get nothing"
+        );
+    }
+
+    #[test]
+    fn group_names_resolve_or_name_the_key() {
+        let access = Access {
+            write_groups: vec!["root".into()],
+            read_groups: vec![],
+        };
+        assert_eq!(Roles::resolve(&access).unwrap().write_gids, vec![0]);
+        let access = Access {
+            write_groups: vec![],
+            read_groups: vec!["no-such-group-evsec".into()],
+        };
+        assert_eq!(
+            Roles::resolve(&access).unwrap_err().to_string(),
+            "config key `access.read_groups`: no group named `no-such-group-evsec`"
+        );
+    }
+}
