@@ -165,13 +165,13 @@ impl Index {
 
     fn read_cert_file(&mut self, path: &Path, stamp: FileStamp) -> CertFile {
         let certs = match fs::read(path) {
-            Ok(bytes) => match parse_certificate_file(path, &bytes) {
-                Ok(certs) => certs,
-                Err(reason) => {
-                    tracing::warn!(path = %path.display(), %reason, "file does not parse; left alone");
-                    Vec::new()
+            Ok(bytes) => {
+                let (certs, problems) = parse_certificate_file(path, &bytes);
+                for reason in problems {
+                    tracing::warn!(path = %path.display(), %reason, "part of the file does not parse; left alone");
                 }
-            },
+                certs
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "file cannot be read; left alone");
                 Vec::new()
@@ -330,15 +330,21 @@ pub struct OcspEntry {
     pub hash: HashData,
 }
 
-/// Parses a certificate file: PEM blocks, or DER for a file without any.
-fn parse_certificate_file(path: &Path, bytes: &[u8]) -> Result<Vec<X509>, String> {
-    let (certs, _) = x509::parse_pem_certificates(bytes).map_err(|e| e.to_string())?;
-    if certs.is_empty() && !bytes.is_empty() && path.extension().is_some_and(|e| e == "der") {
-        return X509::from_der(bytes)
-            .map(|c| vec![c])
-            .map_err(|e| x509::first_error(&e));
+/// Parses a certificate file: its PEM blocks, or DER for a `.der` file
+/// without any. Returns the certificates that parse and what was wrong.
+fn parse_certificate_file(path: &Path, bytes: &[u8]) -> (Vec<X509>, Vec<String>) {
+    let (certs, problems) = x509::parse_pem_file(bytes);
+    if certs.is_empty()
+        && problems.is_empty()
+        && !bytes.is_empty()
+        && path.extension().is_some_and(|e| e == "der")
+    {
+        return match X509::from_der(bytes) {
+            Ok(c) => (vec![c], vec![]),
+            Err(e) => (vec![], vec![format!("not DER: {}", x509::first_error(&e))]),
+        };
     }
-    Ok(certs)
+    (certs, problems)
 }
 
 fn read_key(path: &Path, password: Option<&str>) -> Option<Fingerprint> {
@@ -357,6 +363,31 @@ fn read_key(path: &Path, password: Option<&str>) -> Option<Fingerprint> {
             None
         }
     }
+}
+
+/// The issuers of `start` found in `pool`, nearest first: up to a
+/// self-signed certificate, a missing issuer, a cycle or
+/// [`MAX_CHAIN_DEPTH`].
+pub fn issuer_path(
+    start: &Arc<CertFacts>,
+    pool: &[Arc<CertFacts>],
+    mut issued_by: impl FnMut(&CertFacts, &CertFacts) -> bool,
+) -> Vec<Arc<CertFacts>> {
+    let mut path: Vec<Arc<CertFacts>> = Vec::new();
+    let mut current = start.clone();
+    while path.len() < MAX_CHAIN_DEPTH && !current.self_signed {
+        let Some(issuer) = pool.iter().find(|p| issued_by(&current, p)).cloned() else {
+            break;
+        };
+        if issuer.fingerprint == start.fingerprint
+            || path.iter().any(|i| i.fingerprint == issuer.fingerprint)
+        {
+            break;
+        }
+        path.push(issuer.clone());
+        current = issuer;
+    }
+    path
 }
 
 /// Slot of a CA type in [`Snapshot::bundles`].
@@ -524,6 +555,11 @@ pub struct Leaf {
 }
 
 impl Leaf {
+    /// The leaf and its issuers, leaf first.
+    pub fn path(&self) -> impl Iterator<Item = &Arc<CertFacts>> {
+        std::iter::once(&self.cert).chain(self.issuers.iter())
+    }
+
     /// Key bits of the direct issuer.
     pub fn issuer_key_bits(&self) -> Option<&[u8]> {
         self.issuers.first().map(|i| i.key_bits.as_slice())
@@ -594,22 +630,9 @@ impl LeafDomain {
                 .flat_map(|f| f.certs.iter().skip(1).cloned())
                 .collect();
             pool.extend(anchor.nodes.iter().map(|n| n.cert.clone()));
-            let mut current = leaf.cert.clone();
-            while leaf.issuers.len() < MAX_CHAIN_DEPTH && !current.self_signed {
-                let Some(issuer) = pool.iter().find(|p| link_ok(links, &current, p)).cloned()
-                else {
-                    break;
-                };
-                if leaf
-                    .issuers
-                    .iter()
-                    .any(|i| i.fingerprint == issuer.fingerprint)
-                {
-                    break;
-                }
-                leaf.issuers.push(issuer.clone());
-                current = issuer;
-            }
+            leaf.issuers = issuer_path(&leaf.cert, &pool, |child, parent| {
+                link_ok(links, child, parent)
+            });
             leaf.hash = leaf
                 .issuer_key_bits()
                 .map(|bits| leaf.cert.hash_data(HashAlgorithm::SHA256, bits));
@@ -632,6 +655,14 @@ pub struct StoreUsage {
     pub files: usize,
     /// Their total size.
     pub bytes: u64,
+}
+
+impl StoreUsage {
+    /// Whether `files` more files of `bytes` bytes stay within the quotas.
+    pub fn fits(&self, files: usize, bytes: u64, limits: &crate::config::Limits) -> bool {
+        self.files + files <= limits.max_store_entries
+            && self.bytes + bytes <= limits.max_store_bytes
+    }
 }
 
 /// An immutable view of the store, shared by readers.

@@ -60,7 +60,9 @@ pub struct PemBlock {
 
 /// Finds the PEM blocks in `text`. Only the block boundaries are located
 /// here; the content is left to OpenSSL. Text between blocks is ignored.
-pub fn pem_blocks(text: &[u8]) -> Result<Vec<PemBlock>, PemError> {
+/// A BEGIN line without its END line ends the search; the blocks before it
+/// are returned with the error.
+pub fn pem_blocks(text: &[u8]) -> (Vec<PemBlock>, Option<PemError>) {
     const BEGIN: &[u8] = b"-----BEGIN ";
     const END: &[u8] = b"-----END ";
     let mut blocks = Vec::new();
@@ -76,10 +78,11 @@ pub fn pem_blocks(text: &[u8]) -> Result<Vec<PemBlock>, PemError> {
         end_marker.extend_from_slice(label.as_bytes());
         end_marker.extend_from_slice(b"-----");
         let Some(end) = find(&text[label_end..], &end_marker).map(|i| i + label_end) else {
-            return Err(PemError::Unterminated {
+            let error = PemError::Unterminated {
                 label,
                 offset: start,
-            });
+            };
+            return (blocks, Some(error));
         };
         let block_end = end + end_marker.len();
         blocks.push(PemBlock {
@@ -88,19 +91,24 @@ pub fn pem_blocks(text: &[u8]) -> Result<Vec<PemBlock>, PemError> {
         });
         pos = block_end;
     }
-    Ok(blocks)
+    (blocks, None)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The certificates of a PEM text, in order. Blocks with other labels are
-/// reported in the second element so callers can refuse them.
+/// The certificates of a PEM argument, in order; any broken block fails
+/// the whole text. Blocks with other labels are counted in the second
+/// element so callers can refuse them.
 pub fn parse_pem_certificates(text: &[u8]) -> Result<(Vec<X509>, usize), PemError> {
+    let (blocks, error) = pem_blocks(text);
+    if let Some(e) = error {
+        return Err(e);
+    }
     let mut certs = Vec::new();
     let mut others = 0;
-    for block in pem_blocks(text)? {
+    for block in blocks {
         if block.label != "CERTIFICATE" {
             others += 1;
             continue;
@@ -113,6 +121,38 @@ pub fn parse_pem_certificates(text: &[u8]) -> Result<(Vec<X509>, usize), PemErro
         certs.push(cert);
     }
     Ok((certs, others))
+}
+
+/// The certificates of a file in the store: every block that parses, in
+/// order, and what was wrong with the others. A user's file with one bad
+/// block still serves its good certificates.
+pub fn parse_pem_file(text: &[u8]) -> (Vec<X509>, Vec<String>) {
+    let (blocks, error) = pem_blocks(text);
+    let mut problems: Vec<String> = error.iter().map(ToString::to_string).collect();
+    let mut certs = Vec::new();
+    for (index, block) in blocks
+        .iter()
+        .filter(|b| b.label == "CERTIFICATE")
+        .enumerate()
+    {
+        match X509::from_pem(&text[block.range.clone()]) {
+            Ok(cert) => certs.push(cert),
+            Err(e) => problems.push(format!(
+                "certificate block {index} does not parse: {}",
+                first_error(&e)
+            )),
+        }
+    }
+    (certs, problems)
+}
+
+/// Decodes base64 that may be folded over lines. `None` for bad or empty
+/// input.
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    openssl::base64::decode_block(&compact)
+        .ok()
+        .filter(|b| !b.is_empty())
 }
 
 /// The first OpenSSL reason of an error stack, for messages.
@@ -345,24 +385,22 @@ pub fn verify_chain(
         if ctx.verify_cert()? {
             Ok(None)
         } else {
-            Ok(Some((ctx.error().as_raw(), ctx.error_depth())))
+            Ok(Some(ctx.error().as_raw()))
         }
     });
     match outcome {
         Ok(None) => CertificateValidationResult::Valid,
-        Ok(Some((code, depth))) => map_verify_error(code, depth),
+        Ok(Some(code)) => map_verify_error(code),
         Err(_) => CertificateValidationResult::Unknown,
     }
 }
 
-/// OpenSSL's verdict to the contract's. A signature failure on the leaf
-/// itself is `InvalidLeafSignature`, on a CA above it `InvalidSignature`.
-fn map_verify_error(code: libc::c_int, depth: u32) -> CertificateValidationResult {
+/// OpenSSL's verdict to the contract's, as EVerest maps it. Time errors
+/// are `Expired` at any depth, since every certificate of the path is
+/// checked for time here.
+fn map_verify_error(code: libc::c_int) -> CertificateValidationResult {
     use openssl_sys as s;
     match code {
-        s::X509_V_ERR_CERT_SIGNATURE_FAILURE if depth == 0 => {
-            CertificateValidationResult::InvalidLeafSignature
-        }
         s::X509_V_ERR_CERT_HAS_EXPIRED | s::X509_V_ERR_CERT_NOT_YET_VALID => {
             CertificateValidationResult::Expired
         }
@@ -374,10 +412,9 @@ fn map_verify_error(code: libc::c_int, depth: u32) -> CertificateValidationResul
         s::X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE => {
             CertificateValidationResult::InvalidLeafSignature
         }
-        s::X509_V_ERR_CERT_CHAIN_TOO_LONG
-        | s::X509_V_ERR_CERT_UNTRUSTED
-        | s::X509_V_ERR_INVALID_CA
-        | s::X509_V_ERR_PATH_LENGTH_EXCEEDED => CertificateValidationResult::InvalidChain,
+        s::X509_V_ERR_CERT_CHAIN_TOO_LONG | s::X509_V_ERR_CERT_UNTRUSTED => {
+            CertificateValidationResult::InvalidChain
+        }
         _ => CertificateValidationResult::Unknown,
     }
 }

@@ -588,18 +588,25 @@ fn verification_results() {
         V::InvalidSignature
     );
 
-    // A leaf whose own signature is broken.
+    // A leaf whose own signature is broken: a bad signature at any depth
+    // is InvalidSignature, as in EVerest.
     let bad_leaf = tampered(&pki.secc_leaf.cert).unwrap();
     let c = String::from_utf8(bad_leaf.to_pem().unwrap()).unwrap() + &pki.cpo_sub2.pem();
     assert_eq!(
         sec.verify_certificate(&c, &[L::V2G]).unwrap(),
-        V::InvalidLeafSignature
+        V::InvalidSignature
     );
 
-    // Path length: a third CA under Sub-CA 2 (pathlen 0).
+    // Path length: a third CA under Sub-CA 2 (pathlen 0). EVerest maps
+    // OpenSSL's "path length constraint exceeded" to Unknown.
     let sub3 = issue(&CertSpec::ca("Sub 3", None), Some(&pki.cpo_sub2)).unwrap();
     let leaf3 = issue(&CertSpec::leaf("deep"), Some(&sub3)).unwrap();
     let c = leaf3.pem() + &sub3.pem() + &pki.cpo_sub2.pem() + &pki.cpo_sub1.pem();
+    assert_eq!(sec.verify_certificate(&c, &[L::V2G]).unwrap(), V::Unknown);
+
+    // A chain longer than any real PKI: InvalidChain before OpenSSL runs.
+    let long: String = std::iter::repeat_n(pki.cpo_sub1.pem(), 17).collect();
+    let c = pki.secc_leaf.pem() + &long;
     assert_eq!(
         sec.verify_certificate(&c, &[L::V2G]).unwrap(),
         V::InvalidChain
@@ -682,7 +689,14 @@ fn corrupt_files_are_left_alone() {
     let before = tree_contents(&store.certs);
     let sec = store.open();
     assert!(sec.is_ca_certificate_installed(Ca::MO));
-    assert!(!sec.is_ca_certificate_installed(Ca::V2G));
+    // The truncated last block is skipped; the root and Sub-CA 1 before it
+    // are still served.
+    assert!(sec.is_ca_certificate_installed(Ca::V2G));
+    let (_, chains) = sec.get_installed_certificates(&[Ct::V2GRootCertificate]);
+    assert_eq!(
+        chains[0].child_certificate_hash_data,
+        vec![hash_of(&pki.cpo_sub1, &pki.v2g_root)]
+    );
     let other = issue(&CertSpec::ca("Other", None), None).unwrap();
     assert_eq!(
         sec.install_ca_certificate(&other.pem(), Ca::MF).unwrap().0,
@@ -753,4 +767,27 @@ fn stale_temp_files_are_removed_and_a_second_store_owner_is_refused() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn an_secc_leaf_that_is_also_the_csms_client_certificate_is_not_deleted() {
+    let pki = pki();
+    let store = TempStore::with_pki(&pki);
+    // The CSMS directory holds a copy of the SECC leaf, whose issuer is not
+    // in the CSMS bundle: the refusal must not depend on its hash data.
+    fs::copy(
+        store.path("client/cso/SECC_LEAF.pem"),
+        store.path("client/csms/COPY.pem"),
+    )
+    .unwrap();
+    fs::copy(
+        store.path("client/cso/SECC_LEAF.key"),
+        store.path("client/csms/COPY.key"),
+    )
+    .unwrap();
+    let sec = store.open();
+    let before = tree_contents(&store.certs);
+    let h = hash_of(&pki.secc_leaf, &pki.cpo_sub2);
+    assert_eq!(sec.delete_certificate(&h), (D::Failed, vec![]));
+    assert_eq!(tree_contents(&store.certs), before);
 }

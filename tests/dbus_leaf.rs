@@ -396,6 +396,11 @@ async fn garbage_collection_over_the_bus() {
         .await
         .unwrap();
     assert_eq!(status, "Accepted");
+    // The new key is a change on disk, and is announced as one.
+    assert_eq!(
+        next_update(&mut updates).await,
+        ("Installed".into(), "".into(), "V2G".into())
+    );
     let key = std::fs::read_dir(store.path("client/cso"))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -63,10 +63,18 @@ fn csr_has_the_contract_shape_and_its_key_is_stored_0600() {
     let pki = pki();
     let store = ca_only_store(&pki);
     let sec = store.open();
-    let (status, csr) = sec
+    let ((status, csr), changes) = sec
         .generate_certificate_signing_request(L::V2G, "de", "Example CPO", "SECC-42", false)
         .unwrap();
     assert_eq!(status, Csr::Accepted);
+    assert_eq!(
+        changes,
+        vec![StoreChange {
+            operation: StoreOperation::Installed,
+            ca: None,
+            leaf: Some(L::V2G)
+        }]
+    );
     let req = X509Req::from_pem(csr.as_bytes()).unwrap();
     let subject: Vec<(String, String)> = req
         .subject_name()
@@ -141,7 +149,7 @@ fn csr_key_is_encrypted_with_the_configured_password() {
     let pki = pki();
     let store = ca_only_store(&pki);
     let sec = EvseSecurity::open(store.config_with("private_key_password = \"pw\"\n")).unwrap();
-    let (status, _) = sec
+    let ((status, _), _) = sec
         .generate_certificate_signing_request(L::CSMS, "NL", "Org", "CS-1", false)
         .unwrap();
     assert_eq!(status, Csr::Accepted);
@@ -187,12 +195,12 @@ fn csr_refusals() {
     assert_eq!(
         sec.generate_certificate_signing_request(L::MF, "DE", "O", "CN", false)
             .unwrap(),
-        (Csr::InvalidRequestedType, String::new())
+        ((Csr::InvalidRequestedType, String::new()), vec![])
     );
     assert_eq!(
         sec.generate_certificate_signing_request(L::V2G, "DE", "O", "CN", true)
             .unwrap(),
-        (Csr::KeyGenError, String::new())
+        ((Csr::KeyGenError, String::new()), vec![])
     );
     assert_eq!(
         tree_contents(&store.certs),
@@ -204,14 +212,15 @@ fn csr_refusals() {
     assert_eq!(
         sec.generate_certificate_signing_request(L::V2G, "DE", "O", "CN", false)
             .unwrap()
-            .0,
+            .0
+             .0,
         Csr::GenerationError
     );
 }
 
 /// CSR, then the leaf signed by Sub-CA 2, as a CSMS would send it.
 fn csr_and_leaf(sec: &EvseSecurity, pki: &Pki, spec: CertSpec) -> openssl::x509::X509 {
-    let (status, csr) = sec
+    let ((status, csr), _) = sec
         .generate_certificate_signing_request(L::V2G, "DE", "CPO", &spec.cn, false)
         .unwrap();
     assert_eq!(status, Csr::Accepted);
@@ -310,13 +319,15 @@ fn leaf_install_results() {
             .0,
         I::InvalidCertificateChain
     );
+    // A path-length violation verifies as Unknown, hence InvalidFormat
+    // (EVerest's mapping).
     let sub3 = issue(&CertSpec::ca("Sub 3", None), Some(&pki.cpo_sub2)).unwrap();
     let deep = issue(&CertSpec::leaf("deep"), Some(&sub3)).unwrap();
     assert_eq!(
         sec.update_leaf_certificate(&(deep.pem() + &sub3.pem()), L::V2G)
             .unwrap()
             .0,
-        I::InvalidCertificateChain
+        I::InvalidFormat
     );
     let mut no_cn = CertSpec::leaf("");
     no_cn.cn = String::new();
@@ -336,11 +347,11 @@ fn leaf_install_results() {
         sec.update_leaf_certificate(&oversized, L::V2G).unwrap().0,
         I::InvalidFormat
     );
-    assert!(sec
-        .update_leaf_certificate(&chain, L::MO)
-        .unwrap_err()
-        .to_string()
-        .contains("CSMS or V2G"));
+    // MF and MO leaves are not kept: WriteError, as EVerest answers.
+    assert_eq!(
+        sec.update_leaf_certificate(&chain, L::MO).unwrap().0,
+        I::WriteError
+    );
     // A CSMS leaf is checked against the CSMS bundle.
     assert_eq!(
         sec.update_leaf_certificate(&chain, L::CSMS).unwrap().0,
@@ -487,7 +498,7 @@ fn all_valid_gives_the_newest_leaf_per_root() {
     let sec = store.open();
     let a_old = csr_and_leaf(&sec, &pki, CertSpec::leaf("a-old").valid(-5, 100));
     let a_new = csr_and_leaf(&sec, &pki, CertSpec::leaf("a-new").valid(-1, 100));
-    let (_, csr) = sec
+    let ((_, csr), _) = sec
         .generate_certificate_signing_request(L::V2G, "DE", "CPO", "b", false)
         .unwrap();
     let b = sign_csr(&csr, &CertSpec::leaf("b"), &other.cpo_sub2).unwrap();
@@ -539,27 +550,34 @@ fn ocsp_cache_results_and_layout() {
     let b64 = openssl::base64::encode_block(&der);
 
     assert_eq!(
-        sec.update_ocsp_cache(&leaf_hash, "").unwrap(),
+        sec.update_ocsp_cache(&leaf_hash, "").unwrap().0,
         O::InvalidFormat
     );
     assert_eq!(
-        sec.update_ocsp_cache(&leaf_hash, "!!not base64!!").unwrap(),
+        sec.update_ocsp_cache(&leaf_hash, "!!not base64!!")
+            .unwrap()
+            .0,
         O::InvalidFormat
     );
     assert_eq!(
         sec.update_ocsp_cache(&leaf_hash, &openssl::base64::encode_block(b"not DER"))
-            .unwrap(),
+            .unwrap()
+            .0,
         O::InvalidFormat
     );
     // A response about another certificate.
     let other = ocsp_response(&pki.cpo_sub2.cert, &pki.cpo_sub1, tmp.path());
     assert_eq!(
         sec.update_ocsp_cache(&leaf_hash, &openssl::base64::encode_block(&other))
-            .unwrap(),
+            .unwrap()
+            .0,
         O::InvalidFormat
     );
     let unknown = HashData::parse("SHA256", &"ab".repeat(32), &"cd".repeat(32), "1").unwrap();
-    assert_eq!(sec.update_ocsp_cache(&unknown, &b64).unwrap(), O::NotFound);
+    assert_eq!(
+        sec.update_ocsp_cache(&unknown, &b64).unwrap().0,
+        O::NotFound
+    );
     assert!(fs::read_dir(store.path("client/cso/ocsp"))
         .unwrap()
         .next()
@@ -572,7 +590,7 @@ fn ocsp_cache_results_and_layout() {
         .map(|c| String::from_utf8_lossy(c) + "\n")
         .collect();
     assert_eq!(
-        sec.update_ocsp_cache(&leaf_hash, &folded).unwrap(),
+        sec.update_ocsp_cache(&leaf_hash, &folded).unwrap().0,
         O::Accepted
     );
     let files: Vec<_> = fs::read_dir(store.path("client/cso/ocsp"))
@@ -616,7 +634,8 @@ fn ocsp_cache_results_and_layout() {
     .unwrap();
     assert_eq!(
         sec.update_ocsp_cache(&upper, &openssl::base64::encode_block(&newer))
-            .unwrap(),
+            .unwrap()
+            .0,
         O::Accepted
     );
     let files: Vec<_> = fs::read_dir(store.path("client/cso/ocsp"))
@@ -631,7 +650,8 @@ fn ocsp_cache_results_and_layout() {
     let sub_hash = hash_of(&pki.cpo_sub2.cert, &pki.cpo_sub1);
     assert_eq!(
         sec.update_ocsp_cache(&sub_hash, &openssl::base64::encode_block(&other))
-            .unwrap(),
+            .unwrap()
+            .0,
         O::Accepted
     );
     assert_eq!(fs::read_dir(store.path("ca/v2g/ocsp")).unwrap().count(), 2);
@@ -682,7 +702,11 @@ fn ocsp_request_data() {
             ),
         ]
     );
-    assert!(sec.get_mo_ocsp_request_data("nothing").is_err());
+    assert_eq!(sec.get_mo_ocsp_request_data("nothing").unwrap(), vec![]);
+    assert!(
+        sec.get_mo_ocsp_request_data(&"x".repeat(70_000)).is_err(),
+        "oversized"
+    );
 }
 
 #[test]
@@ -776,7 +800,7 @@ fn garbage_collection() {
     fs::write(ocsp.join("b_ocsp.der"), b"x").unwrap();
     fs::write(ocsp.join("c_ocsp.der"), b"orphan").unwrap();
     // A CSR key two hours old, and a fresh one.
-    let (_, _) = sec
+    let ((_, _), _) = sec
         .generate_certificate_signing_request(L::V2G, "DE", "O", "old-csr", false)
         .unwrap();
     let old_key = key_files(&cso)
@@ -794,7 +818,7 @@ fn garbage_collection() {
         .unwrap()
         .set_modified(SystemTime::now() - Duration::from_secs(7200))
         .unwrap();
-    let (_, _) = sec
+    let ((_, _), _) = sec
         .generate_certificate_signing_request(L::V2G, "DE", "O", "new-csr", false)
         .unwrap();
     // A valid leaf with its key.

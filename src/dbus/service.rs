@@ -450,13 +450,15 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         certificate_hash_data: WireHashData,
         ocsp_response: String,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
         self.authorize(&hdr, conn, Need::Write, "UpdateOcspCache")
             .await?;
         let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
-        let result = self
+        let (result, changes) = self
             .blocking(move |s| s.update_ocsp_cache(&query, &ocsp_response))
             .await??;
+        self.announce(&emitter, &changes).await;
         Ok(result.as_str().to_owned())
     }
 
@@ -473,11 +475,12 @@ impl EvseSecurityInterface {
         organization: String,
         common: String,
         use_tpm: bool,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(String, String), BusError> {
         self.authorize(&hdr, conn, Need::Write, "GenerateCertificateSigningRequest")
             .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
-        let (status, csr) = self
+        let ((status, csr), changes) = self
             .blocking(move |s| {
                 s.generate_certificate_signing_request(
                     leaf,
@@ -488,6 +491,7 @@ impl EvseSecurityInterface {
                 )
             })
             .await??;
+        self.announce(&emitter, &changes).await;
         Ok((status.as_str().to_owned(), csr))
     }
 

@@ -9,7 +9,7 @@ use super::leaf::{path_with_issuer_keys, sort_newest_first};
 use super::{hash_matches, EvseSecurity, StoreChange};
 use crate::index::{Leaf, Snapshot};
 use crate::store;
-use crate::types::{CaCertificateType, LeafCertificateType, StoreOperation};
+use crate::types::StoreOperation;
 use crate::x509::{self, CertFacts};
 
 impl EvseSecurity {
@@ -58,9 +58,13 @@ impl EvseSecurity {
 
             // OCSP responses of certificates no longer present, and .der
             // files left without their .hash.
-            let present = present_certificates(snap, &removed_leaves);
+            let (present, unlinked_serials) = present_certificates(snap, &removed_leaves);
             for entry in &snap.ocsp {
-                if !present.iter().any(|(cert, bits)| hash_matches(cert, None, Some(bits), &entry.hash)) {
+                // A certificate whose issuer is not in the store has no hash
+                // data to compare; its serial keeps the response.
+                let live = unlinked_serials.contains(&entry.hash.serial_number)
+                    || present.iter().any(|(cert, bits)| hash_matches(cert, None, Some(bits), &entry.hash));
+                if !live {
                     tracing::info!(path = %entry.hash_path.display(), "removing OCSP response of a certificate that is gone");
                     doomed.push(entry.hash_path.clone());
                     doomed.push(entry.der_path.clone());
@@ -77,7 +81,7 @@ impl EvseSecurity {
                     tracing::error!(path = %path.display(), error = %e, "garbage collection cannot remove file");
                     continue;
                 }
-                let change = self.owner_of(path);
+                let change = self.change_for_file(path, StoreOperation::Deleted);
                 if !changes.contains(&change) {
                     changes.push(change);
                 }
@@ -85,49 +89,23 @@ impl EvseSecurity {
             (changes, doomed)
         })
     }
-
-    /// The `Deleted` change that a removal of `path` is reported as.
-    fn owner_of(&self, path: &Path) -> StoreChange {
-        let config = self.config();
-        let dir = path.parent().unwrap_or(Path::new("/"));
-        let dir = if dir.file_name().is_some_and(|n| n == "ocsp") {
-            dir.parent().unwrap_or(dir)
-        } else {
-            dir
-        };
-        let leaf = [LeafCertificateType::CSMS, LeafCertificateType::V2G]
-            .into_iter()
-            .find(|l| {
-                config
-                    .leaf_dirs(*l)
-                    .is_some_and(|(c, k)| c == dir || k == dir)
-            });
-        let ca = CaCertificateType::ALL
-            .iter()
-            .copied()
-            .find(|ca| {
-                let bundle = config.ca_bundle(*ca);
-                bundle == dir || bundle.parent() == Some(dir)
-            })
-            .filter(|_| leaf.is_none());
-        StoreChange {
-            operation: StoreOperation::Deleted,
-            ca,
-            leaf,
-        }
-    }
 }
 
-/// Every certificate that stays in the store, with its issuer's key bits.
+/// Every certificate that stays in the store with its issuer's key bits,
+/// and the serials of those whose issuer is unknown.
 fn present_certificates(
     snap: &Snapshot,
     removed_leaves: &HashSet<crate::x509::Fingerprint>,
-) -> Vec<(Arc<CertFacts>, Vec<u8>)> {
-    let mut out: Vec<(Arc<CertFacts>, Vec<u8>)> = Vec::new();
+) -> (Vec<(Arc<CertFacts>, Vec<u8>)>, HashSet<String>) {
+    let mut linked: Vec<(Arc<CertFacts>, Vec<u8>)> = Vec::new();
+    let mut unlinked: HashSet<String> = HashSet::new();
     for bundle in &snap.bundles {
         for node in &bundle.nodes {
-            if let Some(bits) = &node.issuer_key_bits {
-                out.push((node.cert.clone(), bits.clone()));
+            match &node.issuer_key_bits {
+                Some(bits) => linked.push((node.cert.clone(), bits.clone())),
+                None => {
+                    unlinked.insert(node.cert.serial.clone());
+                }
             }
         }
     }
@@ -135,9 +113,17 @@ fn present_certificates(
         if removed_leaves.contains(&leaf.cert.fingerprint) {
             continue;
         }
-        for (cert, bits) in path_with_issuer_keys(leaf) {
-            out.push((cert.clone(), bits.to_vec()));
+        let with_keys = path_with_issuer_keys(leaf);
+        for cert in leaf.path().filter(|c| {
+            !with_keys
+                .iter()
+                .any(|(k, _)| k.fingerprint == c.fingerprint)
+        }) {
+            unlinked.insert(cert.serial.clone());
+        }
+        for (cert, bits) in with_keys {
+            linked.push((cert.clone(), bits.to_vec()));
         }
     }
-    out
+    (linked, unlinked)
 }

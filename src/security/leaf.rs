@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::ocsp::cached_response;
 use super::{parse_chain, Error, EvseSecurity, Outcome, StoreChange};
 use crate::index::{Leaf, LeafDomain, Snapshot};
 use crate::store;
@@ -75,7 +76,7 @@ impl EvseSecurity {
         organization: &str,
         common_name: &str,
         use_tpm: bool,
-    ) -> Result<(GetCertificateSignRequestStatus, String), Error> {
+    ) -> Result<Outcome<(GetCertificateSignRequestStatus, String)>, Error> {
         use GetCertificateSignRequestStatus as S;
         if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(Error::InvalidArgs(
@@ -85,7 +86,7 @@ impl EvseSecurity {
         check_name("organization", organization)?;
         check_name("common name", common_name)?;
         let Some((_, key_dir)) = self.config().leaf_dirs(leaf) else {
-            return Ok((S::InvalidRequestedType, String::new()));
+            return Ok(((S::InvalidRequestedType, String::new()), vec![]));
         };
         if use_tpm {
             let why = if self.config().tpm.enabled {
@@ -94,7 +95,7 @@ impl EvseSecurity {
                 "TPM keys are disabled ([tpm] enabled = false)"
             };
             tracing::warn!(leaf = %leaf, "CSR with use_tpm refused: {why}");
-            return Ok((S::KeyGenError, String::new()));
+            return Ok(((S::KeyGenError, String::new()), vec![]));
         }
         let subject = CsrSubject {
             country: country.to_ascii_uppercase(),
@@ -105,7 +106,7 @@ impl EvseSecurity {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::error!(leaf = %leaf, error = %x509::first_error(&e), "CSR generation failed");
-                return Ok((S::GenerationError, String::new()));
+                return Ok(((S::GenerationError, String::new()), vec![]));
             }
         };
         let key_pem = match &self.config().private_key_password {
@@ -116,7 +117,7 @@ impl EvseSecurity {
             None => key.private_key_to_pem_pkcs8(),
         };
         let Ok(key_pem) = key_pem else {
-            return Ok((S::KeyGenError, String::new()));
+            return Ok(((S::KeyGenError, String::new()), vec![]));
         };
         let path = key_dir.join(format!(
             "{}{}.key",
@@ -126,11 +127,12 @@ impl EvseSecurity {
         Ok(self.write(|_| match store::atomic_write(&path, &key_pem, store::KEY_MODE) {
             Ok(()) => {
                 tracing::info!(leaf = %leaf, cn = %common_name, key = %path.display(), "CSR generated");
-                ((S::Accepted, csr), vec![path.clone()])
+                let change = self.change_for_file(&path, StoreOperation::Installed);
+                (((S::Accepted, csr), vec![change]), vec![path.clone()])
             }
             Err(e) => {
                 tracing::error!(leaf = %leaf, key = %path.display(), error = %e, "cannot write CSR key");
-                ((S::GenerationError, String::new()), vec![])
+                (((S::GenerationError, String::new()), vec![]), vec![])
             }
         }))
     }
@@ -143,20 +145,16 @@ impl EvseSecurity {
     ) -> Result<Outcome<InstallCertificateResult>, Error> {
         use InstallCertificateResult as R;
         let Some((cert_dir, _)) = self.config().leaf_dirs(leaf) else {
-            return Err(Error::InvalidArgs(
-                "certificate_type must be CSMS or V2G".into(),
-            ));
+            // As EVerest answers: only CSMS and V2G leaves are kept.
+            tracing::warn!(leaf = %leaf, "leaf install refused: only CSMS and V2G leaves are stored");
+            return Ok((R::WriteError, vec![]));
         };
         let cert_dir = cert_dir.to_owned();
         if chain_pem.len() > self.config().limits.max_chain_bytes {
             tracing::warn!(leaf = %leaf, size = chain_pem.len(), "leaf chain refused: larger than limits.max_chain_bytes");
             return Ok((R::InvalidFormat, vec![]));
         }
-        let chain = match x509::parse_pem_certificates(chain_pem.as_bytes()) {
-            Ok((certs, 0)) if !certs.is_empty() => parse_chain(chain_pem),
-            _ => None,
-        };
-        let Some(chain) = chain else {
+        let Some((chain, 0)) = parse_chain(chain_pem) else {
             return Ok((R::InvalidFormat, vec![]));
         };
         let new_leaf = &chain[0];
@@ -166,21 +164,29 @@ impl EvseSecurity {
         if new_leaf.common_name().is_empty() {
             return Ok((R::InvalidCommonName, vec![]));
         }
-        let verdict = self.verify_parsed(&chain, &[leaf]);
-        let refused = match verdict {
-            V::Valid => None,
-            V::Expired => Some(R::Expired),
-            V::InvalidSignature | V::InvalidLeafSignature => Some(R::InvalidSignature),
-            V::InvalidChain => Some(R::InvalidCertificateChain),
-            V::IssuerNotFound => Some(R::NoRootCertificateInstalled),
-            V::Unknown => Some(R::InvalidFormat),
+        let Ok(pems) = chain
+            .iter()
+            .map(|c| c.x509.to_pem())
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            return Ok((R::InvalidFormat, vec![]));
         };
-        if let Some(result) = refused {
-            tracing::warn!(leaf = %leaf, subject = %new_leaf.common_name(), %verdict, "leaf certificate refused");
-            return Ok((result, vec![]));
-        }
         let limits = &self.config().limits;
         Ok(self.write(|snap| {
+            // Verified against the snapshot the write goes into.
+            let verdict = Self::verify_parsed(snap, &chain, &[leaf]);
+            let refused = match verdict {
+                V::Valid => None,
+                V::Expired => Some(R::Expired),
+                V::InvalidSignature | V::InvalidLeafSignature => Some(R::InvalidSignature),
+                V::InvalidChain => Some(R::InvalidCertificateChain),
+                V::IssuerNotFound => Some(R::NoRootCertificateInstalled),
+                V::Unknown => Some(R::InvalidFormat),
+            };
+            if let Some(result) = refused {
+                tracing::warn!(leaf = %leaf, subject = %new_leaf.common_name(), %verdict, "leaf certificate refused");
+                return ((result, vec![]), vec![]);
+            }
             let Some(domain) = snap.leaf_domain(leaf) else {
                 return ((R::WriteError, vec![]), vec![]);
             };
@@ -188,15 +194,14 @@ impl EvseSecurity {
                 return ((R::PrivateKeyNotFound, vec![]), vec![]);
             }
             let fingerprints: Vec<_> = chain.iter().map(|c| c.fingerprint).collect();
-            let has_single = file_with(domain, |certs| certs == [new_leaf.fingerprint].as_slice());
-            let has_chain = chain.len() == 1 || file_with(domain, |certs| certs == fingerprints.as_slice());
+            let has_single = file_with(domain, &fingerprints[..1]);
+            let has_chain = chain.len() == 1 || file_with(domain, &fingerprints);
             if has_single && has_chain {
                 return ((R::Accepted, vec![]), vec![]);
             }
             let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
             let suffix = store::random_suffix();
             let prefix = store::leaf_prefix(leaf);
-            let pems: Vec<Vec<u8>> = chain.iter().filter_map(|c| c.x509.to_pem().ok()).collect();
             if !has_single {
                 files.push((cert_dir.join(format!("{prefix}{suffix}.pem")), pems[0].clone()));
             }
@@ -204,9 +209,7 @@ impl EvseSecurity {
                 files.push((cert_dir.join(format!("CPO_CERT_{prefix}CHAIN_{suffix}.pem")), pems.concat()));
             }
             let bytes: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
-            if snap.usage.files + files.len() > limits.max_store_entries
-                || snap.usage.bytes + bytes > limits.max_store_bytes
-            {
+            if !snap.usage.fits(files.len(), bytes, limits) {
                 tracing::warn!(leaf = %leaf, "store full; leaf install refused");
                 return ((R::CertificateStoreMaxLengthExceeded, vec![]), vec![]);
             }
@@ -321,10 +324,9 @@ impl EvseSecurity {
                         .iter()
                         .find(|(c, _)| c.fingerprint == cert.fingerprint)?;
                     let hash = cert.hash_data(HashAlgorithm::SHA256, issuer_bits);
-                    let der = snap
-                        .ocsp
-                        .iter()
-                        .find(|e| e.has_der && e.hash == hash)
+                    let der = cached_response(&snap.ocsp, cert, issuer_bits)
+                        .into_iter()
+                        .find(|e| e.has_der)
                         .map(|e| e.der_path.display().to_string())
                         .unwrap_or_default();
                     Some((hash, der))
@@ -348,10 +350,12 @@ impl EvseSecurity {
 }
 
 /// True when a file of the domain holds exactly these certificates.
-fn file_with(domain: &LeafDomain, pred: impl Fn(&[crate::x509::Fingerprint]) -> bool) -> bool {
+fn file_with(domain: &LeafDomain, fingerprints: &[crate::x509::Fingerprint]) -> bool {
     domain.files.iter().any(|f| {
-        let fps: Vec<_> = f.certs.iter().map(|c| c.fingerprint).collect();
-        pred(&fps)
+        f.certs
+            .iter()
+            .map(|c| &c.fingerprint)
+            .eq(fingerprints.iter())
     })
 }
 

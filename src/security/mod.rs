@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::config::{Config, ConfigError};
-use crate::index::{Bundle, Index, Snapshot, MAX_CHAIN_DEPTH};
+use crate::index::{Bundle, Index, Leaf, Snapshot, MAX_CHAIN_DEPTH};
 use crate::store::{self, BundleMode, Layout, StoreLock};
 use crate::types::{
     CaCertificateType, CertificateType, CertificateValidationResult, DeleteCertificateResult,
-    GetInstalledCertificatesStatus, HashData, HashDataChain, InstallCertificateResult,
-    LeafCertificateType, StoreOperation,
+    GetInstalledCertificatesStatus, HashAlgorithm, HashData, HashDataChain,
+    InstallCertificateResult, LeafCertificateType, StoreOperation,
 };
 use crate::watch::{Changes, Watcher};
 
@@ -22,6 +22,7 @@ mod leaf;
 mod ocsp;
 
 use crate::x509::{self, CertFacts, Fingerprint};
+use leaf::path_with_issuer_keys;
 pub use leaf::CertificateInfo;
 pub use ocsp::OcspRequest;
 
@@ -213,27 +214,22 @@ impl EvseSecurity {
             if bundle.nodes.iter().any(|n| n.cert.fingerprint == cert.fingerprint) {
                 return ((R::Accepted, vec![]), vec![]);
             }
-            if !cert.self_signed {
-                let named: Vec<&CertFacts> = bundle
-                    .nodes
-                    .iter()
-                    .map(|n| n.cert.as_ref())
-                    .filter(|c| c.subject_der == cert.issuer_der)
-                    .collect();
-                if named.is_empty() && cert.subject_der != cert.issuer_der {
-                    return ((R::NoRootCertificateInstalled, vec![]), vec![]);
-                }
-                if !named.iter().any(|issuer| cert.is_issued_by(issuer)) {
-                    return ((R::InvalidSignature, vec![]), vec![]);
-                }
+            // Not self-signed: its issuer must be in the bundle and its
+            // signature must verify. A self-issued certificate whose own
+            // signature fails is a broken root, not a missing issuer.
+            if !cert.self_signed && !bundle.nodes.iter().any(|n| cert.is_issued_by(&n.cert)) {
+                let result = if cert.subject_der == cert.issuer_der {
+                    R::InvalidSignature
+                } else {
+                    R::NoRootCertificateInstalled
+                };
+                return ((result, vec![]), vec![]);
             }
             let pem = match cert.x509.to_pem() {
                 Ok(p) => p,
                 Err(_) => return ((R::InvalidFormat, vec![]), vec![]),
             };
-            if snap.usage.files + 1 > limits.max_store_entries
-                || snap.usage.bytes + pem.len() as u64 > limits.max_store_bytes
-            {
+            if !snap.usage.fits(1, pem.len() as u64, limits) {
                 tracing::warn!(ca = %ca, "store full; install refused");
                 return ((R::CertificateStoreMaxLengthExceeded, vec![]), vec![]);
             }
@@ -284,17 +280,56 @@ impl EvseSecurity {
             .collect()
     }
 
+    /// The change a write or removal of `path` (a leaf, key or OCSP file,
+    /// or a bundle file) is reported as: its leaf domain, else its bundle.
+    fn change_for_file(&self, path: &Path, operation: StoreOperation) -> StoreChange {
+        let config = self.config();
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        let dir = if dir.file_name().is_some_and(|n| n == "ocsp") {
+            dir.parent().unwrap_or(dir)
+        } else {
+            dir
+        };
+        let leaf = [LeafCertificateType::CSMS, LeafCertificateType::V2G]
+            .into_iter()
+            .find(|l| {
+                config
+                    .leaf_dirs(*l)
+                    .is_some_and(|(c, k)| c == dir || k == dir)
+            });
+        let ca = CaCertificateType::ALL
+            .iter()
+            .copied()
+            .find(|ca| {
+                let bundle = config.ca_bundle(*ca);
+                bundle == dir || bundle.parent() == Some(dir)
+            })
+            .filter(|_| leaf.is_none());
+        StoreChange {
+            operation,
+            ca,
+            leaf,
+        }
+    }
+
     /// Contract 5.2.
     pub fn delete_certificate(&self, query: &HashData) -> Outcome<DeleteCertificateResult> {
         use DeleteCertificateResult as R;
         self.write(|snap| {
+            let no_leaves = Vec::new();
+            let secc_doomed: Vec<&Leaf> = snap
+                .leaf_domain(LeafCertificateType::V2G)
+                .map_or(&no_leaves, |d| &d.leaves)
+                .iter()
+                .filter(|l| leaf_matches(l, query))
+                .collect();
             // The station's own OCPP client certificate is never deleted
-            // (OCPP M04.FR.06), and nothing else is touched in that case.
-            if let Some(csms) = snap.leaf_domain(LeafCertificateType::CSMS) {
-                if csms.leaves.iter().any(|l| leaf_matches(l, query)) {
-                    tracing::warn!("delete refused: the hash names the CSMS client certificate");
-                    return ((R::Failed, vec![]), vec![]);
-                }
+            // (OCPP M04.FR.06), also when it is an SECC leaf too, and then
+            // nothing else is touched either.
+            let csms = snap.leaf_domain(LeafCertificateType::CSMS).map_or(&no_leaves, |d| &d.leaves);
+            if csms.iter().any(|c| leaf_matches(c, query) || secc_doomed.iter().any(|l| l.cert.fingerprint == c.cert.fingerprint)) {
+                tracing::warn!("delete refused: the hash names the CSMS client certificate");
+                return ((R::Failed, vec![]), vec![]);
             }
 
             let mut touched: Vec<PathBuf> = Vec::new();
@@ -316,45 +351,54 @@ impl EvseSecurity {
                 let fingerprints: HashSet<Fingerprint> =
                     doomed.iter().map(|i| bundle.nodes[*i].cert.fingerprint).collect();
                 let files: BTreeSet<&PathBuf> = doomed.iter().flat_map(|i| &bundle.nodes[*i].files).collect();
+                let mut removed_any = false;
                 for file in files {
                     touched.push(file.clone());
                     let keep_empty_file = bundle.mode == BundleMode::File;
-                    if let Err(e) = remove_certificates(file, &fingerprints, keep_empty_file) {
-                        tracing::error!(path = %file.display(), error = %e, "delete failed");
-                        failed = true;
+                    match remove_certificates(file, &fingerprints, keep_empty_file) {
+                        Ok(()) => removed_any = true,
+                        Err(e) => {
+                            tracing::error!(path = %file.display(), error = %e, "delete failed");
+                            failed = true;
+                        }
                     }
                 }
-                changes.extend(self.changes_for_path(StoreOperation::Deleted, &bundle.path, None));
+                if removed_any {
+                    changes.extend(self.changes_for_path(StoreOperation::Deleted, &bundle.path, None));
+                }
             }
 
-            if let Some(secc) = snap.leaf_domain(LeafCertificateType::V2G) {
-                let all_leaves = snap.leaves.iter().flat_map(|d| &d.leaves);
-                let doomed: Vec<_> = secc.leaves.iter().filter(|l| leaf_matches(l, query)).collect();
-                let doomed_fps: HashSet<Fingerprint> = doomed.iter().map(|l| l.cert.fingerprint).collect();
-                let kept_keys: HashSet<&PathBuf> = all_leaves
-                    .filter(|l| !doomed_fps.contains(&l.cert.fingerprint))
-                    .filter_map(|l| l.key.as_ref())
-                    .collect();
-                for leaf in &doomed {
-                    tracing::info!(leaf = "V2G", subject = %leaf.cert.common_name(), serial = %leaf.cert.serial, "deleting leaf certificate");
-                    let mut paths: Vec<PathBuf> = leaf.files.clone();
-                    paths.extend(leaf.key.iter().filter(|k| !kept_keys.contains(k)).cloned());
-                    paths.extend(ocsp_files_of(snap, &leaf.cert, leaf.issuer_key_bits()));
-                    for path in paths {
-                        if let Err(e) = store::remove_durably(&path) {
+            let doomed_fps: HashSet<Fingerprint> = secc_doomed.iter().map(|l| l.cert.fingerprint).collect();
+            let kept_keys: HashSet<&PathBuf> = snap
+                .leaves
+                .iter()
+                .flat_map(|d| &d.leaves)
+                .filter(|l| !doomed_fps.contains(&l.cert.fingerprint))
+                .filter_map(|l| l.key.as_ref())
+                .collect();
+            let mut removed_any = false;
+            for leaf in &secc_doomed {
+                tracing::info!(leaf = "V2G", subject = %leaf.cert.common_name(), serial = %leaf.cert.serial, "deleting leaf certificate");
+                let mut paths: Vec<PathBuf> = leaf.files.clone();
+                paths.extend(leaf.key.iter().filter(|k| !kept_keys.contains(k)).cloned());
+                paths.extend(ocsp_files_of(snap, &leaf.cert, leaf.issuer_key_bits()));
+                for path in paths {
+                    match store::remove_durably(&path) {
+                        Ok(()) => removed_any = true,
+                        Err(e) => {
                             tracing::error!(path = %path.display(), error = %e, "delete failed");
                             failed = true;
                         }
-                        touched.push(path);
                     }
+                    touched.push(path);
                 }
-                if !doomed.is_empty() {
-                    changes.push(StoreChange {
-                        operation: StoreOperation::Deleted,
-                        ca: None,
-                        leaf: Some(LeafCertificateType::V2G),
-                    });
-                }
+            }
+            if removed_any {
+                changes.push(StoreChange {
+                    operation: StoreOperation::Deleted,
+                    ca: None,
+                    leaf: Some(LeafCertificateType::V2G),
+                });
             }
 
             let result = if touched.is_empty() {
@@ -376,19 +420,19 @@ impl EvseSecurity {
     ) -> Result<CertificateValidationResult, Error> {
         self.check_size("certificate chain", chain_pem)?;
         let chain = match parse_chain(chain_pem) {
-            Some(chain) if chain.len() <= MAX_CHAIN_DEPTH => chain,
+            Some((chain, _)) if chain.len() <= MAX_CHAIN_DEPTH => chain,
             Some(_) => return Ok(CertificateValidationResult::InvalidChain),
             None => return Ok(CertificateValidationResult::Unknown),
         };
-        Ok(self.verify_parsed(&chain, types))
+        Ok(Self::verify_parsed(&self.snapshot(), &chain, types))
     }
 
+    /// Contract 5.4 on a parsed chain, against the bundles of `snap`.
     fn verify_parsed(
-        &self,
+        snap: &Snapshot,
         chain: &[CertFacts],
         types: &[LeafCertificateType],
     ) -> CertificateValidationResult {
-        let snap = self.snapshot();
         let now = x509::now();
         let mut anchors: Vec<CaCertificateType> = types.iter().map(|t| t.anchor()).collect();
         anchors.sort();
@@ -444,14 +488,12 @@ impl EvseSecurity {
                         let Some(hash) = leaf.hash.clone() else {
                             continue;
                         };
-                        // Each sub-CA's hash needs its own issuer's key.
-                        let children = leaf
-                            .issuers
-                            .windows(2)
-                            .filter(|w| !w[0].self_signed)
-                            .map(|w| {
-                                w[0].hash_data(crate::types::HashAlgorithm::SHA256, &w[1].key_bits)
-                            })
+                        // The Sub-CAs, leaf side first; the root is not listed.
+                        let children = path_with_issuer_keys(leaf)
+                            .into_iter()
+                            .skip(1)
+                            .filter(|(cert, _)| !cert.self_signed)
+                            .map(|(cert, bits)| cert.hash_data(HashAlgorithm::SHA256, bits))
                             .collect();
                         chains.push(HashDataChain {
                             certificate_type,
@@ -527,15 +569,11 @@ impl EvseSecurity {
             Ok((mut certs, 0)) if certs.len() == 1 => certs.remove(0),
             _ => return false,
         };
-        let compact: String = signature_b64
-            .chars()
-            .filter(|c| !c.is_ascii_whitespace())
-            .collect();
-        let Ok(signature) = openssl::base64::decode_block(&compact) else {
+        let Some(signature) = x509::decode_base64(signature_b64) else {
             return false;
         };
         let path = Path::new(path);
-        if signature.is_empty() || !path.is_absolute() {
+        if !path.is_absolute() {
             return false;
         }
         match store::sha256_of_regular_file(path) {
@@ -553,14 +591,19 @@ impl EvseSecurity {
     }
 }
 
-/// Parses a chain argument; `None` when it holds no certificate or a block
+/// Parses a chain argument, leaf first, with the number of PEM blocks that
+/// are not certificates; `None` when it holds no certificate or a block
 /// that does not parse.
-fn parse_chain(pem: &str) -> Option<Vec<CertFacts>> {
-    let (certs, _) = x509::parse_pem_certificates(pem.as_bytes()).ok()?;
+fn parse_chain(pem: &str) -> Option<(Vec<CertFacts>, usize)> {
+    let (certs, others) = x509::parse_pem_certificates(pem.as_bytes()).ok()?;
     if certs.is_empty() {
         return None;
     }
-    certs.into_iter().map(|c| CertFacts::new(c).ok()).collect()
+    let chain = certs
+        .into_iter()
+        .map(|c| CertFacts::new(c).ok())
+        .collect::<Option<Vec<_>>>()?;
+    Some((chain, others))
 }
 
 /// True when `cert`, issued by the holder of `issuer_key_bits`, has the hash
@@ -655,7 +698,9 @@ fn remove_certificates(
     keep_empty_file: bool,
 ) -> std::io::Result<()> {
     let content = fs::read(path)?;
-    let blocks = x509::pem_blocks(&content).map_err(std::io::Error::other)?;
+    // An unterminated block at the end is kept as it is, like any text
+    // between blocks.
+    let (blocks, _) = x509::pem_blocks(&content);
     let mut out = Vec::with_capacity(content.len());
     let mut pos = 0;
     let mut left = 0;

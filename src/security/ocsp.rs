@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::leaf::path_with_issuer_keys;
-use super::{hash_matches, parse_chain, Error, EvseSecurity};
-use crate::index::{Snapshot, MAX_CHAIN_DEPTH};
+use super::{hash_matches, parse_chain, Error, EvseSecurity, StoreChange};
+use crate::index::{issuer_path, OcspEntry, Snapshot};
 use crate::store::{self, Layout};
 use crate::types::{
-    CaCertificateType, HashAlgorithm, HashData, LeafCertificateType, UpdateOcspCacheResult,
+    CaCertificateType, HashAlgorithm, HashData, LeafCertificateType, StoreOperation,
+    UpdateOcspCacheResult,
 };
 use crate::x509::{self, CertFacts};
 
@@ -17,24 +18,17 @@ use crate::x509::{self, CertFacts};
 /// data and the responder URL.
 pub type OcspRequest = (HashData, String);
 
-/// A certificate that may have a cached OCSP response, with its issuer and
-/// the files that hold it.
-struct OcspSubject {
-    cert: Arc<CertFacts>,
-    issuer: Arc<CertFacts>,
-    files: Vec<PathBuf>,
-}
-
 /// Request entries for a path (leaf first), root excluded, deduplicated
 /// against `seen`. Certificates without an OCSP URL are skipped; with
 /// several URLs the first is used.
-fn request_entries(
-    path: &[Arc<CertFacts>],
+fn request_entries<'a>(
+    path: impl Iterator<Item = &'a Arc<CertFacts>>,
     seen: &mut HashSet<HashData>,
     out: &mut Vec<OcspRequest>,
 ) {
+    let path: Vec<&Arc<CertFacts>> = path.collect();
     for pair in path.windows(2) {
-        let (cert, issuer) = (&pair[0], &pair[1]);
+        let (cert, issuer) = (pair[0], pair[1]);
         if cert.self_signed {
             break;
         }
@@ -48,6 +42,26 @@ fn request_entries(
     }
 }
 
+/// The cached response of `cert` (issued by the holder of `issuer_key_bits`)
+/// in `entries`, whatever digest its `.hash` file uses.
+pub(super) fn cached_response<'a>(
+    entries: &'a [OcspEntry],
+    cert: &CertFacts,
+    issuer_key_bits: &[u8],
+) -> Vec<&'a OcspEntry> {
+    let hash = cert.hash_data(HashAlgorithm::SHA256, issuer_key_bits);
+    entries
+        .iter()
+        .filter(|e| {
+            if e.hash.hash_algorithm == HashAlgorithm::SHA256 {
+                e.hash == hash
+            } else {
+                hash_matches(cert, None, Some(issuer_key_bits), &e.hash)
+            }
+        })
+        .collect()
+}
+
 impl EvseSecurity {
     /// Contract 5.6: every SECC leaf with its key that is valid or not yet
     /// valid, and the Sub-CAs of its chain.
@@ -56,59 +70,46 @@ impl EvseSecurity {
         let now = x509::now();
         let mut out = Vec::new();
         let mut seen = HashSet::new();
-        let Some(secc) = snap.leaf_domain(LeafCertificateType::V2G) else {
-            return out;
-        };
-        for leaf in secc
-            .leaves
-            .iter()
-            .filter(|l| l.key.is_some() && l.cert.not_after >= now)
-        {
-            let path: Vec<Arc<CertFacts>> = std::iter::once(leaf.cert.clone())
-                .chain(leaf.issuers.iter().cloned())
-                .collect();
-            request_entries(&path, &mut seen, &mut out);
+        if let Some(secc) = snap.leaf_domain(LeafCertificateType::V2G) {
+            for leaf in secc
+                .leaves
+                .iter()
+                .filter(|l| l.key.is_some() && l.cert.not_after >= now)
+            {
+                request_entries(leaf.path(), &mut seen, &mut out);
+            }
         }
         out
     }
 
     /// Contract 5.7: the contract chain (leaf first) against the MO and V2G
-    /// bundles.
+    /// bundles. A chain that does not parse gives no entries, as in EVerest.
     pub fn get_mo_ocsp_request_data(&self, chain_pem: &str) -> Result<Vec<OcspRequest>, Error> {
         self.check_size("certificate chain", chain_pem)?;
-        let Some(chain) = parse_chain(chain_pem) else {
-            return Err(Error::InvalidArgs(
-                "certificate_chain holds no parsable PEM certificate".into(),
-            ));
+        let Some((chain, _)) = parse_chain(chain_pem) else {
+            tracing::info!("MO OCSP request data: the contract chain does not parse");
+            return Ok(Vec::new());
         };
         let snap = self.snapshot();
+        let mut chain = chain.into_iter().map(Arc::new);
+        let Some(contract) = chain.next() else {
+            return Ok(Vec::new());
+        };
         let pool: Vec<Arc<CertFacts>> = chain
-            .iter()
-            .skip(1)
             .filter(|c| !c.self_signed)
-            .map(|c| Arc::new(c.clone()))
             .chain(
                 [CaCertificateType::MO, CaCertificateType::V2G]
                     .iter()
                     .flat_map(|ca| snap.bundle(*ca).nodes.iter().map(|n| n.cert.clone())),
             )
             .collect();
-        let mut path = vec![Arc::new(chain[0].clone())];
-        while path.len() <= MAX_CHAIN_DEPTH {
-            let current = &path[path.len() - 1];
-            if current.self_signed {
-                break;
-            }
-            let Some(issuer) = pool.iter().find(|p| current.is_issued_by(p)).cloned() else {
-                break;
-            };
-            if path.iter().any(|c| c.fingerprint == issuer.fingerprint) {
-                break;
-            }
-            path.push(issuer);
-        }
+        let issuers = issuer_path(&contract, &pool, |child, parent| child.is_issued_by(parent));
         let mut out = Vec::new();
-        request_entries(&path, &mut HashSet::new(), &mut out);
+        request_entries(
+            std::iter::once(&contract).chain(issuers.iter()),
+            &mut HashSet::new(),
+            &mut out,
+        );
         Ok(out)
     }
 
@@ -118,16 +119,11 @@ impl EvseSecurity {
         &self,
         query: &HashData,
         response_b64: &str,
-    ) -> Result<UpdateOcspCacheResult, Error> {
+    ) -> Result<(UpdateOcspCacheResult, Vec<StoreChange>), Error> {
         use UpdateOcspCacheResult as R;
         self.check_size("ocsp_response", response_b64)?;
-        let compact: String = response_b64
-            .chars()
-            .filter(|c| !c.is_ascii_whitespace())
-            .collect();
-        let der = match openssl::base64::decode_block(&compact) {
-            Ok(der) if !der.is_empty() => der,
-            _ => return Ok(R::InvalidFormat),
+        let Some(der) = x509::decode_base64(response_b64) else {
+            return Ok((R::InvalidFormat, vec![]));
         };
         self.write(|snap| {
             let subjects = ocsp_subjects(snap);
@@ -135,42 +131,46 @@ impl EvseSecurity {
                 .iter()
                 .find(|s| hash_matches(&s.cert, None, Some(&s.issuer.key_bits), query))
             else {
-                return (Ok(R::NotFound), vec![]);
+                return (Ok((R::NotFound, vec![])), vec![]);
             };
             if let Err(e) = x509::check_ocsp_response(&der, &subject.cert.x509, &subject.issuer.x509) {
                 tracing::warn!(subject = %subject.cert.common_name(), error = %e, "OCSP response refused");
-                return (Ok(R::InvalidFormat), vec![]);
+                return (Ok((R::InvalidFormat, vec![])), vec![]);
             }
-            let hash = subject.cert.hash_data(HashAlgorithm::SHA256, &subject.issuer.key_bits);
             let dirs: HashSet<PathBuf> = subject.files.iter().map(|f| Layout::ocsp_dir_for(f)).collect();
             let mut touched = Vec::new();
+            let mut changes = Vec::new();
             for dir in dirs {
-                if let Err(e) = store_response(snap, &dir, &hash, &der, &mut touched) {
+                if let Err(e) = store_response(snap, &dir, &subject.cert, &subject.issuer.key_bits, &der, &mut touched) {
                     tracing::error!(dir = %dir.display(), error = %e, "cannot store OCSP response");
                     let message = format!("cannot store the OCSP response in {}: {e}", dir.display());
                     return (Err(Error::Internal(message)), touched);
                 }
+                let change = self.change_for_file(&dir.join("x"), StoreOperation::Installed);
+                if !changes.contains(&change) {
+                    changes.push(change);
+                }
             }
             tracing::info!(subject = %subject.cert.common_name(), serial = %subject.cert.serial, "OCSP response cached");
-            (Ok(R::Accepted), touched)
+            (Ok((R::Accepted, changes)), touched)
         })
     }
 }
 
-/// Writes `der` as the response for `hash` in `dir`: over the `.der` of an
+/// Writes `der` as the response for `cert` in `dir`: over the `.der` of an
 /// existing entry for the same certificate (others for it are removed), or
 /// as a new `<suffix>_ocsp.der` with its `.hash`.
 fn store_response(
     snap: &Snapshot,
     dir: &Path,
-    hash: &HashData,
+    cert: &CertFacts,
+    issuer_key_bits: &[u8],
     der: &[u8],
     touched: &mut Vec<PathBuf>,
 ) -> std::io::Result<()> {
-    let mut existing = snap
-        .ocsp
-        .iter()
-        .filter(|e| e.hash_path.parent() == Some(dir) && e.hash == *hash);
+    let mut existing = cached_response(&snap.ocsp, cert, issuer_key_bits)
+        .into_iter()
+        .filter(|e| e.hash_path.parent() == Some(dir));
     let (hash_path, der_path) = match existing.next() {
         Some(e) => (e.hash_path.clone(), e.der_path.clone()),
         None => {
@@ -185,9 +185,10 @@ fn store_response(
     // collection removes, never a .hash pointing at a missing response.
     store::atomic_write(&der_path, der, store::CERT_MODE)?;
     touched.push(der_path);
+    let hash = cert.hash_data(HashAlgorithm::SHA256, issuer_key_bits);
     store::atomic_write(
         &hash_path,
-        store::ocsp_hash_text(hash).as_bytes(),
+        store::ocsp_hash_text(&hash).as_bytes(),
         store::CERT_MODE,
     )?;
     touched.push(hash_path);
@@ -198,6 +199,14 @@ fn store_response(
         touched.push(stale.hash_path.clone());
     }
     Ok(())
+}
+
+/// A certificate that may have a cached OCSP response, with its issuer and
+/// the files that hold it.
+struct OcspSubject {
+    cert: Arc<CertFacts>,
+    issuer: Arc<CertFacts>,
+    files: Vec<PathBuf>,
 }
 
 /// Certificates that may have a cached OCSP response: SECC leaves and the
@@ -223,11 +232,9 @@ fn ocsp_subjects(snap: &Snapshot) -> Vec<OcspSubject> {
     };
     if let Some(secc) = snap.leaf_domain(LeafCertificateType::V2G) {
         for leaf in &secc.leaves {
-            let path: Vec<Arc<CertFacts>> = std::iter::once(leaf.cert.clone())
-                .chain(leaf.issuers.iter().cloned())
-                .collect();
+            let path: Vec<&Arc<CertFacts>> = leaf.path().collect();
             for (i, (cert, _)) in path_with_issuer_keys(leaf).into_iter().enumerate() {
-                let issuer = path.get(i + 1).unwrap_or(cert);
+                let issuer = path.get(i + 1).copied().unwrap_or(cert);
                 let files = secc
                     .files
                     .iter()
