@@ -91,13 +91,16 @@ impl EvseSecurity {
     }
 }
 
+/// A certificate with its issuer's key bits.
+type Linked = (Arc<CertFacts>, Vec<u8>);
+
 /// Every certificate that stays in the store with its issuer's key bits,
 /// and the serials of those whose issuer is unknown.
 fn present_certificates(
     snap: &Snapshot,
     removed_leaves: &HashSet<crate::x509::Fingerprint>,
-) -> (Vec<(Arc<CertFacts>, Vec<u8>)>, HashSet<String>) {
-    let mut linked: Vec<(Arc<CertFacts>, Vec<u8>)> = Vec::new();
+) -> (Vec<Linked>, HashSet<String>) {
+    let mut linked: Vec<Linked> = Vec::new();
     let mut unlinked: HashSet<String> = HashSet::new();
     for bundle in &snap.bundles {
         for node in &bundle.nodes {
