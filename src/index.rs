@@ -256,7 +256,7 @@ impl Index {
                     .filter(|f| f.path.parent() == Some(cert_dir))
                     .copied()
                     .collect();
-                let anchor = &bundles[ca_slot(leaf.anchor())];
+                let anchor = &bundles[leaf.anchor().slot()];
                 Some(LeafDomain::build(
                     *leaf, cert_dir, key_dir, &mine, &keys, anchor, links,
                 ))
@@ -388,14 +388,6 @@ pub fn issuer_path(
         current = issuer;
     }
     path
-}
-
-/// Slot of a CA type in [`Snapshot::bundles`].
-pub fn ca_slot(ca: CaCertificateType) -> usize {
-    CaCertificateType::ALL
-        .iter()
-        .position(|c| *c == ca)
-        .unwrap_or(0)
 }
 
 fn link_ok(
@@ -690,7 +682,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// A bundle by type.
     pub fn bundle(&self, ca: CaCertificateType) -> &Bundle {
-        &self.bundles[ca_slot(ca)]
+        &self.bundles[ca.slot()]
     }
 
     /// A leaf domain by type; `None` for MF and MO.
@@ -700,7 +692,7 @@ impl Snapshot {
 
     /// The OpenSSL trust store of a set of bundles, built once per snapshot.
     pub fn trust_store(&self, bundles: &[CaCertificateType]) -> Option<&X509Store> {
-        let mask = bundles.iter().fold(0usize, |m, ca| m | 1 << ca_slot(*ca));
+        let mask = bundles.iter().fold(0usize, |m, ca| m | 1 << ca.slot());
         self.stores[mask]
             .get_or_init(|| {
                 let certs = bundles

@@ -47,15 +47,6 @@ pub struct Layout {
     modes: [BundleMode; 4],
 }
 
-fn ca_index(ca: CaCertificateType) -> usize {
-    match ca {
-        CaCertificateType::V2G => 0,
-        CaCertificateType::MO => 1,
-        CaCertificateType::CSMS => 2,
-        CaCertificateType::MF => 3,
-    }
-}
-
 /// True for names the index reads as certificate files.
 pub fn is_certificate_name(name: &OsStr) -> bool {
     let name = name.to_string_lossy();
@@ -113,7 +104,7 @@ impl Layout {
                 BundleMode::File => path.parent().unwrap_or(Path::new("/")),
             };
             probe_writable(dir).map_err(|e| unusable(key, dir, e.to_string()))?;
-            modes[ca_index(*ca)] = mode;
+            modes[ca.slot()] = mode;
         }
 
         let leaf_keys = [
@@ -128,14 +119,17 @@ impl Layout {
             }
             create_dir(dir).map_err(|e| unusable(key, dir, e.to_string()))?;
             probe_writable(dir).map_err(|e| unusable(key, dir, e.to_string()))?;
-            // A leaf directory inside the CA store would let leaf clean-up
-            // touch CA files.
+            // A leaf directory that is, or holds, a CA bundle would let leaf
+            // clean-up touch CA files.
             for ca in CaCertificateType::ALL {
-                if config.ca_bundle(*ca) == dir.as_path() {
+                let bundle = config.ca_bundle(*ca);
+                let holds_bundle =
+                    modes[ca.slot()] == BundleMode::File && bundle.parent() == Some(dir.as_path());
+                if bundle == dir.as_path() || holds_bundle {
                     return Err(unusable(
                         key,
                         dir,
-                        format!("is also `{}`", Config::ca_bundle_key(*ca)),
+                        format!("is also the place of `{}`", Config::ca_bundle_key(*ca)),
                     ));
                 }
             }
@@ -154,7 +148,7 @@ impl Layout {
 
     /// The mode of a bundle.
     pub fn bundle_mode(&self, ca: CaCertificateType) -> BundleMode {
-        self.modes[ca_index(ca)]
+        self.modes[ca.slot()]
     }
 
     /// The directories that hold certificate files: bundle directories,
@@ -287,8 +281,12 @@ fn create_dir(path: &Path) -> io::Result<()> {
 }
 
 fn probe_writable(dir: &Path) -> io::Result<()> {
-    let probe = dir.join(format!("{TEMP_PREFIX}probe-{}", std::process::id()));
-    File::create(&probe)?;
+    let probe = dir.join(format!("{TEMP_PREFIX}probe-{}", random_suffix()));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&probe)?;
     fs::remove_file(&probe)
 }
 
@@ -298,15 +296,38 @@ static NAME_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Writes `data` to `path` whole or not at all: a temporary file in the same
 /// directory, fsync, rename over the target, fsync of the directory.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_whole(path, data, mode, None)
+}
+
+/// Replaces the content of an existing file atomically, as
+/// [`atomic_write`], keeping its mode and, where allowed, its owner. A
+/// symlink is followed, so the link itself stays.
+pub fn atomic_rewrite(path: &Path, data: &[u8]) -> io::Result<()> {
+    let target = match fs::canonicalize(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => path.to_owned(),
+        Err(e) => return Err(e),
+    };
+    let meta = fs::metadata(&target).ok();
+    let mode = meta
+        .as_ref()
+        .map_or(CERT_MODE, |m| m.permissions().mode() & 0o7777);
+    let owner = meta.map(|m| (m.uid(), m.gid()));
+    write_whole(&target, data, mode, owner)
+}
+
+fn write_whole(path: &Path, data: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("path has no directory"))?;
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::other("path has no file name"))?;
+    // At most 64 characters of the target's name, so that the temporary
+    // name stays within NAME_MAX whatever the target is called.
+    let short: String = name.to_string_lossy().chars().take(64).collect();
     let tmp = dir.join(format!(
-        "{TEMP_PREFIX}{}-{}-{}",
-        name.to_string_lossy(),
+        "{TEMP_PREFIX}{short}-{}-{}",
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
@@ -318,6 +339,10 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
             .open(&tmp)?;
         // The umask may have narrowed the mode; set it exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
+        if let Some((uid, gid)) = owner {
+            // Only root may give a file away; otherwise the daemon keeps it.
+            let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+        }
         file.write_all(data)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;

@@ -161,6 +161,11 @@ contract_enum! {
 }
 
 impl CaCertificateType {
+    /// Position in [`CaCertificateType::ALL`], for per-bundle arrays.
+    pub fn slot(self) -> usize {
+        self as usize
+    }
+
     /// The root listing type that shows this bundle.
     pub fn root_listing(self) -> CertificateType {
         match self {

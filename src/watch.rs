@@ -12,7 +12,8 @@ use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 /// What the queued events ask the index to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub enum Changes {
 #[derive(Debug)]
 pub struct Watcher {
     fd: OwnedFd,
-    dirs: HashMap<i32, PathBuf>,
+    dirs: Mutex<HashMap<i32, PathBuf>>,
 }
 
 const MASK: u32 = libc::IN_CREATE
@@ -50,21 +51,29 @@ impl Watcher {
         }
         // SAFETY: `raw` is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut dirs_by_wd = HashMap::new();
+        let watcher = Watcher {
+            fd,
+            dirs: Mutex::new(HashMap::new()),
+        };
+        watcher.watch(dirs)?;
+        Ok(watcher)
+    }
+
+    /// Adds `dirs` to the watch. A directory already watched keeps its
+    /// watch; one that was removed and made again is watched anew.
+    pub fn watch(&self, dirs: &[PathBuf]) -> io::Result<()> {
+        let mut watched = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
         for dir in dirs {
             let c = CString::new(dir.as_os_str().as_bytes())
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds NUL"))?;
             // SAFETY: valid descriptor and NUL-terminated path.
-            let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), MASK) };
+            let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK) };
             if wd < 0 {
                 return Err(io::Error::last_os_error());
             }
-            dirs_by_wd.insert(wd, dir.clone());
+            watched.insert(wd, dir.clone());
         }
-        Ok(Watcher {
-            fd,
-            dirs: dirs_by_wd,
-        })
+        Ok(())
     }
 
     /// True when events are queued. Does not consume them.
@@ -83,6 +92,7 @@ impl Watcher {
     pub fn drain(&self) -> Changes {
         let mut paths = Vec::new();
         let mut rescan = false;
+        let dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
         let mut buf = [0u8; 16 * 1024];
         loop {
             // SAFETY: reads into a buffer we own, of the given length.
@@ -113,7 +123,7 @@ impl Watcher {
                 }
                 let raw_name = &buf[name_start..name_end];
                 let name = raw_name.split(|b| *b == 0).next().unwrap_or(&[]);
-                if let (Some(dir), false) = (self.dirs.get(&ev.wd), name.is_empty()) {
+                if let (Some(dir), false) = (dirs.get(&ev.wd), name.is_empty()) {
                     paths.push(dir.join(OsStr::from_bytes(name)));
                 }
             }
@@ -124,11 +134,6 @@ impl Watcher {
         paths.sort();
         paths.dedup();
         Changes::Paths(paths)
-    }
-
-    /// The watched directories.
-    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
-        self.dirs.values().map(PathBuf::as_path)
     }
 }
 

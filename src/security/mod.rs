@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -94,11 +94,10 @@ impl EvseSecurity {
         };
         let mut index = Index::load(layout.clone());
         let snapshot = Arc::new(index.snapshot());
-        sync_hash_links(&layout, &snapshot);
-        if let Some(w) = &watcher {
-            // The links just written are not certificate files; drop their events.
-            let _ = w.drain();
-        }
+        // Events queued meanwhile (hand edits during the load, the links
+        // just written) are applied at the first call; a file that did not
+        // change costs a stat.
+        sync_hash_links(&snapshot);
         tracing::info!(
             certificates = snapshot.entries,
             files = snapshot.usage.files,
@@ -143,7 +142,23 @@ impl EvseSecurity {
 
     fn apply_disk_changes(&self, index: &mut Index) {
         let changed = match self.watcher.as_ref().map(Watcher::drain) {
-            None | Some(Changes::Rescan) => index.rescan(),
+            Some(Changes::Rescan) => {
+                // A watched directory went away or events were lost: watch
+                // again whatever exists now, then list everything.
+                if let Some(w) = &self.watcher {
+                    let dirs: Vec<PathBuf> = self
+                        .layout
+                        .watched_dirs()
+                        .into_iter()
+                        .filter(|d| d.is_dir())
+                        .collect();
+                    if let Err(e) = w.watch(&dirs) {
+                        tracing::warn!(error = %e, "cannot watch the store again");
+                    }
+                }
+                index.rescan()
+            }
+            None => index.rescan(),
             Some(Changes::Paths(paths)) => {
                 paths.iter().fold(false, |acc, p| index.refresh(p) | acc)
             }
@@ -155,7 +170,7 @@ impl EvseSecurity {
 
     fn publish(&self, index: &mut Index) {
         let snapshot = Arc::new(index.snapshot());
-        sync_hash_links(&self.layout, &snapshot);
+        sync_hash_links(&snapshot);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
     }
 
@@ -679,14 +694,8 @@ fn append_to_bundle_file(path: &Path, pem: &[u8]) -> std::io::Result<PathBuf> {
         content.push(b'\n');
     }
     content.extend_from_slice(pem);
-    store::atomic_write(path, &content, existing_mode(path))?;
+    store::atomic_rewrite(path, &content)?;
     Ok(path.to_owned())
-}
-
-fn existing_mode(path: &Path) -> u32 {
-    fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(store::CERT_MODE)
 }
 
 /// Removes the certificates with the given fingerprints from a file,
@@ -727,12 +736,12 @@ fn remove_certificates(
     if blocks.is_empty() {
         out.clear();
     }
-    store::atomic_write(path, &out, existing_mode(path))
+    store::atomic_rewrite(path, &out)
 }
 
 /// Keeps the OpenSSL `<subject-hash>.<n>` links of every directory bundle
 /// in step with its `.pem` files, so the directory works as `-CApath`.
-fn sync_hash_links(layout: &Layout, snap: &Snapshot) {
+fn sync_hash_links(snap: &Snapshot) {
     let mut done = HashSet::new();
     for bundle in snap
         .bundles
@@ -769,7 +778,6 @@ fn sync_hash_links(layout: &Layout, snap: &Snapshot) {
             tracing::warn!(dir = %bundle.path.display(), error = %e, "cannot update hash links");
         }
     }
-    let _ = layout;
 }
 
 fn is_hash_link_name(name: &str) -> bool {
