@@ -6,6 +6,27 @@ use std::ffi::CString;
 
 use crate::config::{Access, ConfigError};
 
+/// A caller as the bus reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Its UID.
+    pub uid: u32,
+    /// Its primary and supplementary GIDs.
+    pub gids: Vec<u32>,
+}
+
+impl Caller {
+    /// Whether this caller could read a file with this owner and mode
+    /// itself, so that the daemon never reads on behalf of a caller what
+    /// the caller could not.
+    pub fn may_read(&self, owner_uid: u32, owner_gid: u32, mode: u32) -> bool {
+        self.uid == 0
+            || mode & 0o004 != 0
+            || (owner_uid == self.uid && mode & 0o400 != 0)
+            || (self.gids.contains(&owner_gid) && mode & 0o040 != 0)
+    }
+}
+
 /// What a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {

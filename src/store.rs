@@ -462,16 +462,26 @@ pub fn ocsp_hash_text(hash: &crate::types::HashData) -> String {
 /// grow with the file. FIFOs, devices, directories and the like are
 /// refused without blocking: the file is opened non-blocking and checked
 /// before any read.
-pub fn sha256_of_regular_file(path: &Path) -> io::Result<Vec<u8>> {
+pub fn sha256_of_regular_file(
+    path: &Path,
+    reader: Option<&crate::access::Caller>,
+) -> io::Result<Vec<u8>> {
     use std::io::Read;
     let mut file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a regular file",
+        ));
+    }
+    if reader.is_some_and(|r| !r.may_read(meta.uid(), meta.gid(), meta.mode())) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the caller may not read this file",
         ));
     }
     let mut hasher = openssl::hash::Hasher::new(openssl::hash::MessageDigest::sha256())?;

@@ -724,39 +724,59 @@ fn file_signatures() {
     signer.update(&fs::read(&file).unwrap()).unwrap();
     let sig = openssl::base64::encode_block(&signer.sign_to_vec().unwrap());
     let path = file.to_str().unwrap();
-    assert!(sec.verify_file_signature(path, &pki.mf_root.pem(), &sig));
+    assert!(sec.verify_file_signature(path, &pki.mf_root.pem(), &sig, None));
     assert!(
-        !sec.verify_file_signature(path, &pki.mo_root.pem(), &sig),
+        !sec.verify_file_signature(path, &pki.mo_root.pem(), &sig, None),
         "another key"
     );
     assert!(
-        !sec.verify_file_signature(path, &pki.mf_root.pem(), "%%%"),
+        !sec.verify_file_signature(path, &pki.mf_root.pem(), "%%%", None),
         "bad base64"
     );
     assert!(
-        !sec.verify_file_signature(path, &pki.mf_root.pem(), ""),
+        !sec.verify_file_signature(path, &pki.mf_root.pem(), "", None),
         "empty signature"
     );
-    assert!(!sec.verify_file_signature(path, "not a cert", &sig));
+    assert!(!sec.verify_file_signature(path, "not a cert", &sig, None));
     assert!(
-        !sec.verify_file_signature("firmware.bin", &pki.mf_root.pem(), &sig),
+        !sec.verify_file_signature("firmware.bin", &pki.mf_root.pem(), &sig, None),
         "relative path"
     );
-    assert!(!sec.verify_file_signature("/nonexistent/x", &pki.mf_root.pem(), &sig));
-    assert!(!sec.verify_file_signature("/dev/zero", &pki.mf_root.pem(), &sig));
-    assert!(!sec.verify_file_signature(dir.path().to_str().unwrap(), &pki.mf_root.pem(), &sig));
+    assert!(!sec.verify_file_signature("/nonexistent/x", &pki.mf_root.pem(), &sig, None));
+    assert!(!sec.verify_file_signature("/dev/zero", &pki.mf_root.pem(), &sig, None));
+    assert!(!sec.verify_file_signature(
+        dir.path().to_str().unwrap(),
+        &pki.mf_root.pem(),
+        &sig,
+        None
+    ));
     let fifo = dir.path().join("fifo");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    assert!(!sec.verify_file_signature(fifo.to_str().unwrap(), &pki.mf_root.pem(), &sig));
+    assert!(!sec.verify_file_signature(fifo.to_str().unwrap(), &pki.mf_root.pem(), &sig, None));
     let dangling = dir.path().join("dangling");
     std::os::unix::fs::symlink("/nonexistent/target", &dangling).unwrap();
-    assert!(!sec.verify_file_signature(dangling.to_str().unwrap(), &pki.mf_root.pem(), &sig));
+    assert!(!sec.verify_file_signature(dangling.to_str().unwrap(), &pki.mf_root.pem(), &sig, None));
+    // A caller reads through the daemon only what it could read itself.
+    let stranger = evsec::access::Caller {
+        uid: 4242,
+        gids: vec![4242],
+    };
+    let owner = evsec::access::Caller {
+        uid: unsafe { libc::geteuid() },
+        gids: vec![],
+    };
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!sec.verify_file_signature(path, &pki.mf_root.pem(), &sig, Some(&stranger)));
+    assert!(sec.verify_file_signature(path, &pki.mf_root.pem(), &sig, Some(&owner)));
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(sec.verify_file_signature(path, &pki.mf_root.pem(), &sig, Some(&stranger)));
+
     // One flipped byte in the file.
     let mut bytes = fs::read(&file).unwrap();
     bytes[12345] ^= 1;
     fs::write(&file, bytes).unwrap();
-    assert!(!sec.verify_file_signature(path, &pki.mf_root.pem(), &sig));
+    assert!(!sec.verify_file_signature(path, &pki.mf_root.pem(), &sig, None));
     let _ = digest;
 }
 

@@ -12,7 +12,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection, DBusError, OwnedVariant, Variant};
 
 use super::{builder, Bus, BUS_NAME, ERROR_PREFIX, OBJECT_PATH};
-use crate::access::{Need, Roles};
+use crate::access::{Caller, Need, Roles};
 use crate::security::{self, CertificateInfo, EvseSecurity, OcspRequest, StoreChange};
 use crate::types::{
     CaCertificateType, CertificateType, EncodingFormat, HashData, LeafCertificateType, UnknownValue,
@@ -182,7 +182,7 @@ impl EvseSecurityInterface {
         conn: &Connection,
         need: Need,
         member: &str,
-    ) -> Result<(), BusError> {
+    ) -> Result<Caller, BusError> {
         let Some(sender) = hdr.sender() else {
             return Err(BusError::AccessDenied("the call has no sender".into()));
         };
@@ -215,7 +215,7 @@ impl EvseSecurityInterface {
             }
         };
         if self.roles.allows(uid, &gids, need) {
-            return Ok(());
+            return Ok(Caller { uid, gids });
         }
         if need == Need::Write {
             tracing::warn!(uid, member, "access denied");
@@ -569,10 +569,11 @@ impl EvseSecurityInterface {
         signing_certificate: String,
         signature: String,
     ) -> Result<bool, BusError> {
-        self.authorize(&hdr, conn, Need::Read, "VerifyFileSignature")
+        let caller = self
+            .authorize(&hdr, conn, Need::Read, "VerifyFileSignature")
             .await?;
         self.blocking(move |s| {
-            s.verify_file_signature(&file_path, &signing_certificate, &signature)
+            s.verify_file_signature(&file_path, &signing_certificate, &signature, Some(&caller))
         })
         .await
     }

@@ -7,6 +7,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use crate::access::Caller;
 use crate::config::{Config, ConfigError};
 use crate::index::{Bundle, Index, Leaf, Snapshot, MAX_CHAIN_DEPTH};
 use crate::store::{self, BundleMode, Layout, StoreLock};
@@ -569,11 +570,16 @@ impl EvseSecurity {
     /// caller checks the signing certificate with `VerifyCertificate([MF])`.
     /// Every failure, including a path that is not a readable regular file,
     /// is `false`.
+    ///
+    /// With a `reader`, the file is read only when that caller could read
+    /// it itself, so the daemon cannot be used to learn about files the
+    /// caller has no access to.
     pub fn verify_file_signature(
         &self,
         path: &str,
         signing_certificate: &str,
         signature_b64: &str,
+        reader: Option<&Caller>,
     ) -> bool {
         if signing_certificate.len() > self.config().limits.max_pem_bytes
             || signature_b64.len() > MAX_SIGNATURE_B64
@@ -591,7 +597,7 @@ impl EvseSecurity {
         if !path.is_absolute() {
             return false;
         }
-        match store::sha256_of_regular_file(path) {
+        match store::sha256_of_regular_file(path, reader) {
             Ok(digest) => x509::verify_digest_signature(&cert, &digest, &signature),
             Err(e) => {
                 tracing::info!(path = %path.display(), error = %e, "file signature not checked");
