@@ -85,7 +85,8 @@ impl Roles {
     }
 }
 
-fn group_id(name: &str) -> Option<u32> {
+/// The GID of a group name.
+pub fn group_id(name: &str) -> Option<u32> {
     let c_name = CString::new(name).ok()?;
     let mut group: libc::group = unsafe { std::mem::zeroed() };
     let mut result: *mut libc::group = std::ptr::null_mut();
@@ -138,11 +139,13 @@ mod tests {
         let access = Access {
             write_groups: vec!["root".into()],
             read_groups: vec![],
+            key_group: None,
         };
         assert_eq!(Roles::resolve(&access).unwrap().write_gids, vec![0]);
         let access = Access {
             write_groups: vec![],
             read_groups: vec!["no-such-group-evsec".into()],
+            key_group: None,
         };
         assert_eq!(
             Roles::resolve(&access).unwrap_err().to_string(),

@@ -70,6 +70,10 @@ pub struct Access {
     /// Groups whose members may call only the read-only methods.
     #[serde(default)]
     pub read_groups: Vec<String>,
+    /// Group that may read the private keys (mode 0640), so that the OCPP
+    /// client and the SECC can open them by path. Unset: keys are 0600.
+    #[serde(default)]
+    pub key_group: Option<String>,
 }
 
 /// `[tpm]`: TPM-held keys through an OpenSSL provider.
@@ -385,9 +389,17 @@ mod tests {
     #[test]
     fn shipped_configs_parse_and_production_equals_defaults() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let production = Config::load(&dir.join("evsec.toml")).unwrap();
+        let defaults = Config::parse("").unwrap();
+        assert_eq!(production.access.write_groups, ["evsec-write"]);
+        assert_eq!(production.access.read_groups, ["evsec-read"]);
+        assert_eq!(production.access.key_group.as_deref(), Some("evsec-keys"));
         assert_eq!(
-            Config::load(&dir.join("evsec.toml")).unwrap(),
-            Config::parse("").unwrap()
+            Config {
+                access: defaults.access.clone(),
+                ..production
+            },
+            defaults
         );
         Config::load(&dir.join("dev.toml")).unwrap();
     }

@@ -299,6 +299,16 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     write_whole(path, data, mode, None)
 }
 
+/// Writes a private key as [`atomic_write`] does: mode 0600, or 0640 and
+/// owned by `group` when a key group is configured.
+pub fn write_key(path: &Path, data: &[u8], group: Option<u32>) -> io::Result<()> {
+    match group {
+        // SAFETY: getuid cannot fail.
+        Some(gid) => write_whole(path, data, 0o640, Some((unsafe { libc::getuid() }, gid))),
+        None => write_whole(path, data, KEY_MODE, None),
+    }
+}
+
 /// Replaces the content of an existing file atomically, as
 /// [`atomic_write`], keeping its mode and, where allowed, its owner. A
 /// symlink is followed, so the link itself stays.
@@ -340,8 +350,12 @@ fn write_whole(path: &Path, data: &[u8], mode: u32, owner: Option<(u32, u32)>) -
         // The umask may have narrowed the mode; set it exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         if let Some((uid, gid)) = owner {
-            // Only root may give a file away; otherwise the daemon keeps it.
-            let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+            // A rewrite keeps the owner where the daemon may set it; a key
+            // that cannot be handed to its group is not written at all.
+            let handed = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+            if mode == 0o640 {
+                handed?;
+            }
         }
         file.write_all(data)?;
         file.sync_all()?;

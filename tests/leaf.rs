@@ -175,6 +175,28 @@ fn csr_key_is_encrypted_with_the_configured_password() {
 }
 
 #[test]
+fn csr_key_is_0640_to_a_configured_key_group() {
+    let pki = pki();
+    let store = ca_only_store(&pki);
+    let sec = EvseSecurity::open(store.config_with("[access]\nkey_group = \"root\"\n")).unwrap();
+    let ((status, _), _) = sec
+        .generate_certificate_signing_request(L::V2G, "DE", "O", "CN", false)
+        .unwrap();
+    assert_eq!(status, Csr::Accepted);
+    let key = &key_files(&store.path("client/cso"))[0];
+    let meta = fs::metadata(key).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 0);
+    drop(sec);
+    let err =
+        EvseSecurity::open(store.config_with("[access]\nkey_group = \"no-such-group-evsec\"\n"));
+    assert_eq!(
+        err.err().unwrap().to_string(),
+        "config key `access.key_group`: no group named `no-such-group-evsec`"
+    );
+}
+
+#[test]
 fn csr_refusals() {
     let pki = pki();
     let store = ca_only_store(&pki);

@@ -124,7 +124,7 @@ impl EvseSecurity {
             store::leaf_prefix(leaf),
             store::random_suffix()
         ));
-        Ok(self.write(|_| match store::atomic_write(&path, &key_pem, store::KEY_MODE) {
+        Ok(self.write(|_| match store::write_key(&path, &key_pem, self.key_gid) {
             Ok(()) => {
                 tracing::info!(leaf = %leaf, cn = %common_name, key = %path.display(), "CSR generated");
                 let change = self.change_for_file(&path, StoreOperation::Installed);

@@ -76,6 +76,8 @@ pub struct EvseSecurity {
     /// the watcher reports a change on disk.
     writer: Mutex<Index>,
     current: RwLock<Arc<Snapshot>>,
+    /// GID of `[access] key_group`, when set.
+    key_gid: Option<u32>,
     _lock: StoreLock,
 }
 
@@ -83,6 +85,17 @@ impl EvseSecurity {
     /// Prepares the layout, takes the store lock, removes stale temporary
     /// files and reads the whole store once.
     pub fn open(config: Config) -> Result<EvseSecurity, OpenError> {
+        let key_gid = match &config.access.key_group {
+            Some(name) => {
+                Some(
+                    crate::access::group_id(name).ok_or_else(|| ConfigError::Value {
+                        key: "access.key_group",
+                        message: format!("no group named `{name}`"),
+                    })?,
+                )
+            }
+            None => None,
+        };
         let layout = Layout::prepare(config)?;
         let lock = StoreLock::acquire(&layout.config.certs_directory).map_err(OpenError::Locked)?;
         layout.remove_stale_temp_files();
@@ -110,6 +123,7 @@ impl EvseSecurity {
             watcher,
             writer: Mutex::new(index),
             current: RwLock::new(snapshot),
+            key_gid,
             _lock: lock,
         })
     }
