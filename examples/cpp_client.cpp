@@ -3,6 +3,9 @@
 //
 //   g++ -std=c++17 cpp_client.cpp $(pkg-config --cflags --libs sdbus-c++)
 //
+// (Debian 12: apt-get install libsdbus-c++-dev libsystemd-dev; the .pc file
+// requires libsystemd, but the -dev package does not pull it in.)
+//
 // It does what an OCPP client needs for security profile 3 (TLS with a
 // client certificate): the CSMS leaf's key, chain and key password, the
 // CSMS trust anchors, and installing the chain a CSMS sends in

@@ -4,6 +4,7 @@
 //! binaries over it, and the tests and benchmarks use it directly.
 
 pub mod access;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dbus;

@@ -7,6 +7,18 @@ use super::{builder, Bus};
 
 /// An OCSP request entry or an OCSP cache entry: hash data and a URL or path.
 pub type WireOcspEntry = (WireHashData, String);
+/// One entry of `GetCertificateDetails`: type, subject CN, issuer CN,
+/// notBefore, notAfter (Unix seconds), hash data, file, SHA-256 fingerprint.
+pub type WireCertificateDetails = (
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    WireHashData,
+    String,
+    String,
+);
 
 /// The `CertificateInfo` dictionary of contract 5.11, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -129,6 +141,11 @@ trait EvseSecurity1 {
         signature: &str,
     ) -> zbus::Result<bool>;
     fn garbage_collect(&self) -> zbus::Result<()>;
+    fn get_certificate_details(
+        &self,
+        certificate_types: &[&str],
+    ) -> zbus::Result<Vec<WireCertificateDetails>>;
+    fn get_store_usage(&self) -> zbus::Result<(u32, u32, u64, u64)>;
     #[zbus(signal)]
     fn certificate_store_updated(
         &self,
@@ -358,6 +375,19 @@ impl Client {
     /// `GarbageCollect`.
     pub async fn garbage_collect(&self) -> Result<(), ClientError> {
         Ok(self.proxy.garbage_collect().await?)
+    }
+
+    /// `GetCertificateDetails` (evsec extension).
+    pub async fn get_certificate_details(
+        &self,
+        types: &[&str],
+    ) -> Result<Vec<WireCertificateDetails>, ClientError> {
+        Ok(self.proxy.get_certificate_details(types).await?)
+    }
+
+    /// `GetStoreUsage` (evsec extension): files, max files, bytes, max bytes.
+    pub async fn get_store_usage(&self) -> Result<(u32, u32, u64, u64), ClientError> {
+        Ok(self.proxy.get_store_usage().await?)
     }
 
     /// The `Version` property.

@@ -10,7 +10,8 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use client::{
-    Client, ClientError, LeafInfo, StoreUpdates, WireHashData, WireHashDataChain, WireOcspEntry,
+    Client, ClientError, LeafInfo, StoreUpdates, WireCertificateDetails, WireHashData,
+    WireHashDataChain, WireOcspEntry,
 };
 pub use service::{serve, Server};
 

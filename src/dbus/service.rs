@@ -25,6 +25,18 @@ const MAX_BLOCKING_CALLS: usize = 16;
 type WireHashData = (String, String, String, String);
 type WireHashDataChain = (String, WireHashData, Vec<WireHashData>);
 type WireOcspRequest = (WireHashData, String);
+/// type, subject CN, issuer CN, notBefore, notAfter (Unix seconds), hash
+/// data, file, SHA-256 fingerprint.
+type WireCertificateDetails = (
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    WireHashData,
+    String,
+    String,
+);
 type WireCertificateInfo = HashMap<String, OwnedVariant>;
 
 fn wire_ocsp_requests(requests: Vec<OcspRequest>) -> Vec<WireOcspRequest> {
@@ -591,6 +603,65 @@ impl EvseSecurityInterface {
         let changes = self.blocking(|s| s.garbage_collect()).await?;
         self.announce(&emitter, &changes).await;
         Ok(())
+    }
+
+    /// Every certificate of GetInstalledCertificates with its subject and
+    /// issuer CN, validity, hash data, file and SHA-256 fingerprint (an evsec
+    /// extension, for operators).
+    #[zbus(out_args("certificates"))]
+    async fn get_certificate_details(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        certificate_types: Vec<String>,
+    ) -> Result<Vec<WireCertificateDetails>, BusError> {
+        self.authorize(&hdr, conn, Need::Read, "GetCertificateDetails")
+            .await?;
+        let types: Vec<CertificateType> = parse_args("certificate_types", &certificate_types)?;
+        let listed = self.blocking(move |s| s.list_certificates(&types)).await?;
+        Ok(listed
+            .into_iter()
+            .map(|c| {
+                let issuer = c
+                    .cert
+                    .x509
+                    .issuer_name()
+                    .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+                    .next()
+                    .and_then(|e| e.data().to_string().ok())
+                    .unwrap_or_default();
+                (
+                    c.certificate_type.as_str().to_owned(),
+                    c.cert.common_name(),
+                    issuer,
+                    c.cert.not_before,
+                    c.cert.not_after,
+                    c.hash.to_wire(),
+                    c.path.display().to_string(),
+                    crate::x509::hex(&c.cert.fingerprint),
+                )
+            })
+            .collect())
+    }
+
+    /// Files the store holds, their quota, bytes they take, and that quota
+    /// (an evsec extension, for operators).
+    #[zbus(out_args("files", "max_files", "bytes", "max_bytes"))]
+    async fn get_store_usage(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(u32, u32, u64, u64), BusError> {
+        self.authorize(&hdr, conn, Need::Read, "GetStoreUsage")
+            .await?;
+        let (usage, limits) = self.blocking(|s| s.store_usage()).await?;
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok((
+            clamp(usage.files),
+            clamp(limits.max_store_entries),
+            usage.bytes,
+            limits.max_store_bytes,
+        ))
     }
 
     /// Sent after every change on disk made by a method.

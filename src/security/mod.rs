@@ -482,64 +482,32 @@ impl EvseSecurity {
         &self,
         types: &[CertificateType],
     ) -> (GetInstalledCertificatesStatus, Vec<HashDataChain>) {
-        let snap = self.snapshot();
-        let mut wanted: Vec<CertificateType> = if types.is_empty() {
-            CertificateType::ALL.to_vec()
-        } else {
-            types.to_vec()
-        };
-        let mut seen = HashSet::new();
-        wanted.retain(|t| seen.insert(*t));
-        let mut chains = Vec::new();
-        for certificate_type in wanted {
-            match certificate_type.bundle() {
-                Some(ca) => {
-                    let bundle = snap.bundle(ca);
-                    for root in bundle.roots() {
-                        let Some(hash) = bundle.nodes[root].hash.clone() else {
-                            continue;
-                        };
-                        chains.push(HashDataChain {
-                            certificate_type,
-                            certificate_hash_data: hash,
-                            child_certificate_hash_data: bundle
-                                .descendants(root)
-                                .into_iter()
-                                .filter_map(|i| bundle.nodes[i].hash.clone())
-                                .collect(),
-                        });
-                    }
-                }
-                None => {
-                    let Some(secc) = snap.leaf_domain(LeafCertificateType::V2G) else {
-                        continue;
-                    };
-                    for leaf in secc.leaves.iter().filter(|l| l.key.is_some()) {
-                        let Some(hash) = leaf.hash.clone() else {
-                            continue;
-                        };
-                        // The Sub-CAs, leaf side first; the root is not listed.
-                        let children = path_with_issuer_keys(leaf)
-                            .into_iter()
-                            .skip(1)
-                            .filter(|(cert, _)| !cert.self_signed)
-                            .map(|(cert, bits)| cert.hash_data(HashAlgorithm::SHA256, bits))
-                            .collect();
-                        chains.push(HashDataChain {
-                            certificate_type,
-                            certificate_hash_data: hash,
-                            child_certificate_hash_data: children,
-                        });
-                    }
-                }
-            }
-        }
+        let chains: Vec<HashDataChain> = installed_chains(&self.snapshot(), types)
+            .into_iter()
+            .filter_map(|(certificate_type, chain)| {
+                let mut hashes = chain.into_iter().map(|c| c.hash);
+                Some(HashDataChain {
+                    certificate_type,
+                    certificate_hash_data: hashes.next()?,
+                    child_certificate_hash_data: hashes.collect(),
+                })
+            })
+            .collect();
         let status = if chains.is_empty() {
             GetInstalledCertificatesStatus::NotFound
         } else {
             GetInstalledCertificatesStatus::Accepted
         };
         (status, chains)
+    }
+
+    /// The certificates of `GetInstalledCertificates`, one by one, with
+    /// what an operator wants to see of them (`evsecctl list`).
+    pub fn list_certificates(&self, types: &[CertificateType]) -> Vec<ListedCertificate> {
+        installed_chains(&self.snapshot(), types)
+            .into_iter()
+            .flat_map(|(_, chain)| chain)
+            .collect()
     }
 
     /// Contract 5.9.
@@ -620,10 +588,98 @@ impl EvseSecurity {
         }
     }
 
+    /// Files and bytes the store takes, and their quotas.
+    pub fn store_usage(&self) -> (crate::index::StoreUsage, crate::config::Limits) {
+        (self.snapshot().usage, self.config().limits.clone())
+    }
+
     /// The `CertificateEntries` property.
     pub fn certificate_entries(&self) -> u32 {
         self.snapshot().entries
     }
+}
+
+/// One certificate of a listing.
+#[derive(Debug, Clone)]
+pub struct ListedCertificate {
+    /// The listing it belongs to.
+    pub certificate_type: CertificateType,
+    /// The certificate.
+    pub cert: Arc<CertFacts>,
+    /// Its SHA-256 hash data.
+    pub hash: HashData,
+    /// A file that holds it.
+    pub path: PathBuf,
+}
+
+/// The chains of `GetInstalledCertificates` (contract 5.5), head first:
+/// for a root type each self-signed root, then its Sub-CAs in the bundle
+/// depth-first; for `V2GCertificateChain` each SECC leaf that has its key,
+/// then its Sub-CAs leaf side first, without the root.
+fn installed_chains(
+    snap: &Snapshot,
+    types: &[CertificateType],
+) -> Vec<(CertificateType, Vec<ListedCertificate>)> {
+    let mut wanted: Vec<CertificateType> = if types.is_empty() {
+        CertificateType::ALL.to_vec()
+    } else {
+        types.to_vec()
+    };
+    let mut seen = HashSet::new();
+    wanted.retain(|t| seen.insert(*t));
+    let mut chains = Vec::new();
+    for certificate_type in wanted {
+        let listed = |cert: &Arc<CertFacts>, hash: HashData, path: &Path| ListedCertificate {
+            certificate_type,
+            cert: cert.clone(),
+            hash,
+            path: path.to_owned(),
+        };
+        match certificate_type.bundle() {
+            Some(ca) => {
+                let bundle = snap.bundle(ca);
+                for root in bundle.roots() {
+                    let chain: Vec<ListedCertificate> = std::iter::once(root)
+                        .chain(bundle.descendants(root))
+                        .filter_map(|i| {
+                            let node = &bundle.nodes[i];
+                            Some(listed(&node.cert, node.hash.clone()?, node.files.first()?))
+                        })
+                        .collect();
+                    if chain
+                        .first()
+                        .is_some_and(|c| c.cert.fingerprint == bundle.nodes[root].cert.fingerprint)
+                    {
+                        chains.push((certificate_type, chain));
+                    }
+                }
+            }
+            None => {
+                let Some(secc) = snap.leaf_domain(LeafCertificateType::V2G) else {
+                    continue;
+                };
+                for leaf in secc
+                    .leaves
+                    .iter()
+                    .filter(|l| l.key.is_some() && l.hash.is_some())
+                {
+                    let Some(file) = leaf.files.first() else {
+                        continue;
+                    };
+                    // The leaf, then its Sub-CAs; the root is not listed.
+                    let chain = path_with_issuer_keys(leaf)
+                        .into_iter()
+                        .filter(|(cert, _)| !cert.self_signed)
+                        .map(|(cert, bits)| {
+                            listed(cert, cert.hash_data(HashAlgorithm::SHA256, bits), file)
+                        })
+                        .collect();
+                    chains.push((certificate_type, chain));
+                }
+            }
+        }
+    }
+    chains
 }
 
 /// Parses a chain argument, leaf first, with the number of PEM blocks that

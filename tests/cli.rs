@@ -1,0 +1,203 @@
+//! `evsecctl` as a process against evsecd on a private bus.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::{Daemon, PrivateBus, TempStore};
+use evsec::testpki::{issue, CertSpec, Pki};
+use evsec::types::HashAlgorithm;
+use evsec::x509::CertFacts;
+
+fn ctl(bus: &PrivateBus, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_evsecctl"))
+        .args(["--bus", &bus.address])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn evsecctl_commands_tables_json_and_exit_codes() {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    let bus = PrivateBus::start();
+    let _daemon = Daemon::start(&store.write_config(""), &bus);
+    let dir = store.dir.path();
+    let file = |name: &str, data: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, data).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+
+    let (code, out, _) = ctl(&bus, &["status"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("certificates: 10"), "{out}");
+    assert!(out.contains("  V2GRootCertificate: 3"), "{out}");
+    // The leaves are valid for 365 days from their creation a moment ago.
+    assert!(
+        ["364", "365"].iter().any(|d| out.contains(&format!("leaf expiry: CSMS {d} days, V2G {d} days"))),
+        "{out}"
+    );
+    assert!(out.contains("store: 9 of 2000 files"), "{out}");
+
+    let (code, out, _) = ctl(&bus, &["list", "V2GRootCertificate"]);
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("TYPE") && lines[0].contains("NOT AFTER (UTC)"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[1].contains("V2G Root CA") && lines[1].contains("valid"),
+        "{out}"
+    );
+    let root = CertFacts::new(pki.v2g_root.cert.clone()).unwrap();
+    let h = root.hash_data(HashAlgorithm::SHA256, &root.key_bits);
+    let hash = format!(
+        "SHA256:{}:{}:{}",
+        h.issuer_name_hash, h.issuer_key_hash, h.serial_number
+    );
+    assert!(lines[1].ends_with(&hash), "{out}");
+
+    let (code, out, _) = ctl(&bus, &["--json", "list", "MORootCertificate"]);
+    assert_eq!(code, Some(0));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json[0]["subject"], "MO Root CA");
+    assert_eq!(json[0]["state"], "valid");
+    assert_eq!(
+        json[0]["file"],
+        store.path("ca/mo/MO_ROOT_CA.pem").display().to_string()
+    );
+
+    // Installs and refusals, with their exit codes.
+    let extra = issue(&CertSpec::ca("Extra MF Root", None), None).unwrap();
+    let extra_file = file("extra.pem", &extra.pem());
+    assert_eq!(
+        ctl(&bus, &["install-ca", "MF", &extra_file]),
+        (Some(0), "Accepted\n".into(), String::new())
+    );
+    let leaf_file = file("leaf.pem", &pki.secc_leaf.pem());
+    assert_eq!(ctl(&bus, &["install-ca", "MF", &leaf_file]).0, Some(1));
+    assert_eq!(
+        ctl(&bus, &["install-leaf", "V2G", &leaf_file]),
+        (Some(0), "Accepted\n".into(), String::new())
+    );
+    let (code, out, _) = ctl(&bus, &["--json", "install-ca", "MF", &leaf_file]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["result"],
+        "InvalidCertificateChain"
+    );
+
+    // Verify.
+    let chain_file = file("chain.pem", &pki.secc_chain_pem());
+    assert_eq!(ctl(&bus, &["verify", "V2G", &chain_file]).1, "Valid\n");
+    let (code, out, _) = ctl(&bus, &["verify", "MF", "MO", &chain_file]);
+    assert_eq!((code, out.as_str()), (Some(1), "IssuerNotFound\n"));
+
+    // Delete by file and by hash data.
+    assert_eq!(
+        ctl(&bus, &["delete", "--file", &extra_file]).1,
+        "Accepted\n"
+    );
+    assert_eq!(
+        ctl(&bus, &["delete", "--file", &extra_file]),
+        (Some(1), "NotFound\n".into(), String::new())
+    );
+    let mo = CertFacts::new(pki.mo_root.cert.clone()).unwrap();
+    let m = mo.hash_data(HashAlgorithm::SHA256, &mo.key_bits);
+    let mo_hash = format!(
+        "SHA256:{}:{}:{}",
+        m.issuer_name_hash, m.issuer_key_hash, m.serial_number
+    );
+    assert_eq!(
+        ctl(&bus, &["delete", &mo_hash]).1,
+        format!("Accepted  {mo_hash}\n")
+    );
+
+    // CSR, info, OCSP, GC.
+    let (code, out, _) = ctl(
+        &bus,
+        &[
+            "csr",
+            "V2G",
+            "--country",
+            "DE",
+            "--org",
+            "O",
+            "--cn",
+            "SECC-9",
+        ],
+    );
+    assert_eq!(code, Some(0));
+    assert!(
+        out.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
+        "{out}"
+    );
+    let (code, out, _) = ctl(&bus, &["info", "V2G", "--ocsp"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.starts_with("Accepted\n")
+            && out.contains("  certificate_count: 3")
+            && out.contains("(none cached)"),
+        "{out}"
+    );
+    assert_eq!(ctl(&bus, &["info", "MF"]).0, Some(1));
+    let (code, out, _) = ctl(&bus, &["ocsp"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with(Pki::OCSP_URL)).count(),
+        3,
+        "{out}"
+    );
+    assert_eq!(ctl(&bus, &["gc"]).1, "done\n");
+
+    // Usage and bus errors.
+    assert_eq!(ctl(&bus, &["frobnicate"]).0, Some(2));
+    assert_eq!(
+        ctl(&bus, &["install-ca", "MF", "/nonexistent.pem"]).0,
+        Some(2)
+    );
+    let (code, _, err) = ctl(&bus, &["install-ca", "mf", &extra_file]);
+    assert_eq!(code, Some(3));
+    assert!(
+        err.contains("org.freedesktop.DBus.Error.InvalidArgs"),
+        "{err}"
+    );
+}
+
+#[test]
+fn evsecctl_watch_prints_signals() {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    let bus = PrivateBus::start();
+    let _daemon = Daemon::start(&store.write_config(""), &bus);
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_evsecctl"))
+        .args(["--bus", &bus.address, "watch"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    // The subscription is in place once a GC round trip has been seen by
+    // nobody; retry the install until the watcher prints it.
+    let extra = issue(&CertSpec::ca("Watched Root", None), None).unwrap();
+    let path = store.dir.path().join("w.pem");
+    std::fs::write(&path, extra.pem()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        ctl(&bus, &["install-ca", "MO", path.to_str().unwrap()]).0,
+        Some(0)
+    );
+    let line = lines.next().unwrap().unwrap();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(line, "Installed ca=MO leaf=");
+}
