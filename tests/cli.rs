@@ -42,7 +42,9 @@ fn evsecctl_commands_tables_json_and_exit_codes() {
     assert!(out.contains("  V2GRootCertificate: 3"), "{out}");
     // The leaves are valid for 365 days from their creation a moment ago.
     assert!(
-        ["364", "365"].iter().any(|d| out.contains(&format!("leaf expiry: CSMS {d} days, V2G {d} days"))),
+        ["364", "365"]
+            .iter()
+            .any(|d| out.contains(&format!("leaf expiry: CSMS {d} days, V2G {d} days"))),
         "{out}"
     );
     assert!(out.contains("store: 9 of 2000 files"), "{out}");

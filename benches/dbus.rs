@@ -1,0 +1,460 @@
+//! evsecd over D-Bus against an in-process OpenSSL baseline, on generated
+//! stores. `cargo bench --bench dbus` (add `-- --quick` for a short run,
+//! `-- --max-extra N` to stop at N extra roots).
+//!
+//! For each N in 10, 100, 1000, 10000 extra roots in the V2G bundle (plus 50
+//! SECC leaves with their 50 keys) it starts a private dbus-daemon and
+//! evsecd as a real process, times every contract method from a zbus client
+//! and prints median and p90 per call, each as a ratio to the baseline: the
+//! library calling OpenSSL directly to parse and verify the same chain,
+//! measured in the same run. It also prints start-to-ready time, idle RSS
+//! before and after 100,000 calls, and the size of the stripped release
+//! binary.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use evsec::dbus::{Bus, Client};
+use evsec::testpki::{issue, sign_csr, CertSpec, Pki};
+use openssl::stack::Stack;
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::{X509StoreContext, X509};
+
+struct Stats {
+    median: Duration,
+    p90: Duration,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    Stats {
+        median: at(0.5),
+        p90: at(0.9),
+    }
+}
+
+fn fmt(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+/// The baseline: parse the PEM chain and verify it, with OpenSSL directly.
+fn baseline(chain_pem: &str, anchors: &[X509], iterations: usize) -> Stats {
+    let mut builder = X509StoreBuilder::new().unwrap();
+    for a in anchors {
+        builder.add_cert(a.clone()).unwrap();
+    }
+    let store = builder.build();
+    let samples = (0..iterations)
+        .map(|_| {
+            let start = Instant::now();
+            let certs = X509::stack_from_pem(chain_pem.as_bytes()).unwrap();
+            let mut untrusted = Stack::new().unwrap();
+            for c in &certs[1..] {
+                untrusted.push(c.clone()).unwrap();
+            }
+            let mut ctx = X509StoreContext::new().unwrap();
+            let ok = ctx
+                .init(&store, &certs[0], &untrusted, |c| c.verify_cert())
+                .unwrap();
+            assert!(ok);
+            start.elapsed()
+        })
+        .collect();
+    stats(samples)
+}
+
+struct Bench {
+    _dir: tempfile::TempDir,
+    bus: Child,
+    daemon: Child,
+    address: String,
+    ready: Duration,
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Writes the store: the demo PKI, `extra` more roots in the V2G bundle,
+/// and 50 SECC leaves with their keys.
+fn make_store(pki: &Pki, certs: &Path, extra: usize, extra_pem: &str) {
+    pki.write_everest_tree(certs).unwrap();
+    let bundle = certs.join("ca/v2g/V2G_ROOT_CA.pem");
+    let mut text = std::fs::read_to_string(&bundle).unwrap();
+    text.push_str(
+        extra_pem
+            .split_inclusive("-----END CERTIFICATE-----\n")
+            .take(extra)
+            .collect::<String>()
+            .as_str(),
+    );
+    std::fs::write(&bundle, text).unwrap();
+    for i in 0..50 {
+        let leaf = issue(
+            &CertSpec::leaf(&format!("SECC-{i:03}")).valid(-(i as i64) - 1, 300 + i as i64),
+            Some(&pki.cpo_sub2),
+        )
+        .unwrap();
+        let chain = leaf.pem() + &pki.cpo_sub2.pem() + &pki.cpo_sub1.pem();
+        std::fs::write(
+            certs.join(format!("client/cso/SECC_LEAF_{i:03}.pem")),
+            leaf.pem(),
+        )
+        .unwrap();
+        std::fs::write(
+            certs.join(format!("client/cso/CPO_CERT_SECC_LEAF_CHAIN_{i:03}.pem")),
+            chain,
+        )
+        .unwrap();
+        std::fs::write(
+            certs.join(format!("client/cso/SECC_LEAF_{i:03}.key")),
+            leaf.key_pem(),
+        )
+        .unwrap();
+    }
+}
+
+fn start(pki: &Pki, extra: usize, extra_pem: &str) -> Bench {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    make_store(pki, &certs, extra, extra_pem);
+    let config = dir.path().join("evsec.toml");
+    std::fs::write(&config, format!("certs_directory = \"{}\"\n[limits]\nmax_store_entries = 100000\nmax_store_bytes = 1000000000\n", certs.display())).unwrap();
+    let mut bus = Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+        .arg(format!(
+            "--address=unix:path={}",
+            dir.path().join("bus.sock").display()
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dbus-daemon");
+    let mut address = String::new();
+    BufReader::new(bus.stdout.take().unwrap())
+        .read_line(&mut address)
+        .unwrap();
+    let address = address.trim().to_owned();
+    let notify = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let started = Instant::now();
+    let daemon = Command::new(env!("CARGO_BIN_EXE_evsecd"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--bus", &address])
+        .env("NOTIFY_SOCKET", &notify)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 16];
+    socket.recv(&mut buf).expect("READY=1");
+    let ready = started.elapsed();
+    Bench {
+        _dir: dir,
+        bus,
+        daemon,
+        address,
+        ready,
+    }
+}
+
+async fn time<F, Fut, T>(iterations: usize, mut call: F) -> Stats
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    for _ in 0..iterations.min(20) {
+        call().await;
+    }
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let start = Instant::now();
+        call().await;
+        samples.push(start.elapsed());
+    }
+    stats(samples)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let max_extra: usize = args
+        .iter()
+        .position(|a| a == "--max-extra")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let iterations = if quick { 50 } else { 300 };
+    let pki = Pki::generate().unwrap();
+    let chain = pki.secc_chain_pem();
+    eprintln!("generating {max_extra} extra roots…");
+    let extra_pem: String = (0..max_extra)
+        .map(|i| {
+            issue(&CertSpec::ca(&format!("Extra Root {i}"), None), None)
+                .unwrap()
+                .pem()
+        })
+        .collect();
+
+    let base = baseline(&chain, &[pki.v2g_root.cert.clone()], iterations * 2);
+    println!(
+        "baseline (in-process OpenSSL parse + verify of leaf + 2 Sub-CAs): median {}, p90 {}\n",
+        fmt(base.median),
+        fmt(base.p90)
+    );
+    let ratio = |s: &Stats| format!("{:.2}x", s.median.as_secs_f64() / base.median.as_secs_f64());
+
+    let mut rows: Vec<(String, usize, Stats)> = Vec::new();
+    for extra in [10usize, 100, 1000, 10_000]
+        .into_iter()
+        .filter(|n| *n <= max_extra)
+    {
+        let bench = start(&pki, extra, &extra_pem);
+        let c = Client::connect(&Bus::Address(bench.address.clone()))
+            .await
+            .unwrap();
+        println!(
+            "N = {extra}: start to bus-ready {} ms, RSS after start {} KiB",
+            bench.ready.as_millis(),
+            rss_kib(bench.daemon.id())
+        );
+        let leaf_hash = {
+            let (_, chains) = c
+                .get_installed_certificates(&["V2GCertificateChain"])
+                .await
+                .unwrap();
+            chains[0].1.clone()
+        };
+        let n = if extra >= 10_000 {
+            iterations / 3
+        } else {
+            iterations
+        };
+        let mut add = |name: &str, s: Stats| rows.push((name.to_owned(), extra, s));
+        add(
+            "VerifyCertificate",
+            time(n, || c.verify_certificate(&chain, &["V2G"])).await,
+        );
+        add(
+            "GetInstalledCertificates (all)",
+            time(n, || c.get_installed_certificates(&[])).await,
+        );
+        add(
+            "GetLeafCertificateInfo V2G",
+            time(n, || c.get_leaf_certificate_info("V2G", "PEM", false)).await,
+        );
+        add(
+            "GetLeafCertificateInfo V2G +ocsp",
+            time(n, || c.get_leaf_certificate_info("V2G", "PEM", true)).await,
+        );
+        add(
+            "GetAllValidCertificatesInfo V2G",
+            time(n, || c.get_all_valid_certificates_info("V2G", "PEM", true)).await,
+        );
+        add(
+            "GetLeafExpiryDaysCount",
+            time(n, || c.get_leaf_expiry_days_count("V2G")).await,
+        );
+        add(
+            "IsCaCertificateInstalled",
+            time(n, || c.is_ca_certificate_installed("V2G")).await,
+        );
+        add("GetVerifyFile", time(n, || c.get_verify_file("V2G")).await);
+        add(
+            "GetVerifyLocation",
+            time(n, || c.get_verify_location("V2G")).await,
+        );
+        add(
+            "GetV2gOcspRequestData",
+            time(n, || c.get_v2g_ocsp_request_data()).await,
+        );
+        add(
+            "GetMoOcspRequestData",
+            time(n, || c.get_mo_ocsp_request_data(&chain)).await,
+        );
+        add(
+            "UpdateOcspCache (NotFound)",
+            time(n, || {
+                c.update_ocsp_cache(
+                    &(
+                        "SHA256".into(),
+                        "00".repeat(32),
+                        "00".repeat(32),
+                        "1".into(),
+                    ),
+                    "MA==",
+                )
+            })
+            .await,
+        );
+        add(
+            "DeleteCertificate (NotFound)",
+            time(n, || {
+                c.delete_certificate(&(
+                    "SHA256".into(),
+                    "00".repeat(32),
+                    "00".repeat(32),
+                    "1".into(),
+                ))
+            })
+            .await,
+        );
+        // Installs write and fsync: fewer rounds, each a new root.
+        let installs = if quick { 10 } else { 30 };
+        let roots: Vec<String> = (0..installs + 20)
+            .map(|i| {
+                issue(&CertSpec::ca(&format!("Bench {extra} {i}"), None), None)
+                    .unwrap()
+                    .pem()
+            })
+            .collect();
+        let mut next = roots.iter();
+        add(
+            "InstallCaCertificate",
+            time(installs, || {
+                c.install_ca_certificate(next.next().unwrap(), "MO")
+            })
+            .await,
+        );
+        let csrs = if quick { 10 } else { 30 };
+        add(
+            "GenerateCertificateSigningRequest",
+            time(csrs, || {
+                c.generate_certificate_signing_request("V2G", "DE", "O", "bench", false)
+            })
+            .await,
+        );
+        let mut leaves = Vec::new();
+        for i in 0..csrs + 20 {
+            let (_, csr) = c
+                .generate_certificate_signing_request("V2G", "DE", "O", &format!("leaf{i}"), false)
+                .await
+                .unwrap();
+            let cert = sign_csr(&csr, &CertSpec::leaf(&format!("leaf{i}")), &pki.cpo_sub2).unwrap();
+            leaves.push(String::from_utf8(cert.to_pem().unwrap()).unwrap() + &pki.cpo_sub2.pem());
+        }
+        let mut next_leaf = leaves.iter();
+        add(
+            "UpdateLeafCertificate",
+            time(csrs, || {
+                c.update_leaf_certificate(next_leaf.next().unwrap(), "V2G")
+            })
+            .await,
+        );
+        add("GarbageCollect", time(10, || c.garbage_collect()).await);
+
+        // Verify from 8 clients at once: per-call median under load.
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            clients.push(
+                Client::connect(&Bus::Address(bench.address.clone()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let per_client = n / 2;
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .map(|cl| {
+                let chain = chain.clone();
+                tokio::spawn(async move {
+                    let mut samples = Vec::new();
+                    for _ in 0..per_client {
+                        let start = Instant::now();
+                        cl.verify_certificate(&chain, &["V2G"]).await.unwrap();
+                        samples.push(start.elapsed());
+                    }
+                    samples
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        add("VerifyCertificate, 8 clients", stats(all));
+
+        if extra == 1000 {
+            let before = rss_kib(bench.daemon.id());
+            let total = if quick { 10_000 } else { 100_000 };
+            for _ in 0..total {
+                c.is_ca_certificate_installed("V2G").await.unwrap();
+            }
+            println!(
+                "RSS before {total} calls {before} KiB, after {} KiB",
+                rss_kib(bench.daemon.id())
+            );
+        }
+        drop(bench);
+    }
+
+    println!(
+        "\n{:<36} {:>7} {:>10} {:>10} {:>9}",
+        "method", "N", "median", "p90", "÷ base"
+    );
+    for (name, n, s) in &rows {
+        println!(
+            "{name:<36} {n:>7} {:>10} {:>10} {:>9}",
+            fmt(s.median),
+            fmt(s.p90),
+            ratio(s)
+        );
+    }
+    println!("\ngrowth of the median from the smallest to the largest N:");
+    let names: Vec<&String> = rows.iter().map(|r| &r.0).fold(Vec::new(), |mut v, n| {
+        if !v.contains(&n) {
+            v.push(n);
+        }
+        v
+    });
+    for name in names {
+        let of: Vec<&Stats> = rows.iter().filter(|r| &r.0 == name).map(|r| &r.2).collect();
+        if let (Some(first), Some(last)) = (of.first(), of.last()) {
+            println!(
+                "  {name:<36} {:.2}x",
+                last.median.as_secs_f64() / first.median.as_secs_f64()
+            );
+        }
+    }
+    let release = PathBuf::from(env!("CARGO_BIN_EXE_evsecd"));
+    if let Ok(meta) = std::fs::metadata(&release) {
+        println!(
+            "\nevsecd binary ({}): {:.2} MiB",
+            release.display(),
+            meta.len() as f64 / 1_048_576.0
+        );
+    }
+}
