@@ -229,7 +229,11 @@ async fn main() {
         })
         .collect();
 
-    let base = baseline(&chain, &[pki.v2g_root.cert.clone()], iterations * 2);
+    let base = baseline(
+        &chain,
+        std::slice::from_ref(&pki.v2g_root.cert),
+        iterations * 2,
+    );
     println!(
         "baseline (in-process OpenSSL parse + verify of leaf + 2 Sub-CAs): median {}, p90 {}\n",
         fmt(base.median),
@@ -251,13 +255,12 @@ async fn main() {
             bench.ready.as_millis(),
             rss_kib(bench.daemon.id())
         );
-        let leaf_hash = {
-            let (_, chains) = c
-                .get_installed_certificates(&["V2GCertificateChain"])
-                .await
-                .unwrap();
-            chains[0].1.clone()
-        };
+        let nobody: evsec::dbus::WireHashData = (
+            "SHA256".into(),
+            "00".repeat(32),
+            "00".repeat(32),
+            "1".into(),
+        );
         let n = if extra >= 10_000 {
             iterations / 3
         } else {
@@ -307,30 +310,11 @@ async fn main() {
         );
         add(
             "UpdateOcspCache (NotFound)",
-            time(n, || {
-                c.update_ocsp_cache(
-                    &(
-                        "SHA256".into(),
-                        "00".repeat(32),
-                        "00".repeat(32),
-                        "1".into(),
-                    ),
-                    "MA==",
-                )
-            })
-            .await,
+            time(n, || c.update_ocsp_cache(&nobody, "MA==")).await,
         );
         add(
             "DeleteCertificate (NotFound)",
-            time(n, || {
-                c.delete_certificate(&(
-                    "SHA256".into(),
-                    "00".repeat(32),
-                    "00".repeat(32),
-                    "1".into(),
-                ))
-            })
-            .await,
+            time(n, || c.delete_certificate(&nobody)).await,
         );
         // Installs write and fsync: fewer rounds, each a new root.
         let installs = if quick { 10 } else { 30 };

@@ -94,6 +94,28 @@ pub fn pem_blocks(text: &[u8]) -> (Vec<PemBlock>, Option<PemError>) {
     (blocks, None)
 }
 
+/// Parses one CERTIFICATE block. The base64 body goes through OpenSSL's
+/// base64 decoder and the DER through `d2i_X509`, which is several times
+/// faster than OpenSSL 3's PEM decoder; a block with RFC 1421 headers, or
+/// one that this way does not parse, takes the PEM decoder.
+pub fn certificate_from_block(block: &[u8]) -> Result<X509, openssl::error::ErrorStack> {
+    let body = std::str::from_utf8(block).ok().and_then(|text| {
+        let mut lines = text.lines().skip(1);
+        let body: String = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("-----END "))
+            .flat_map(|l| l.chars().filter(|c| !c.is_ascii_whitespace()))
+            .collect();
+        (!body.contains(':')).then_some(body)
+    });
+    if let Some(der) = body.and_then(|b| openssl::base64::decode_block(&b).ok()) {
+        if let Ok(cert) = X509::from_der(&der) {
+            return Ok(cert);
+        }
+    }
+    X509::from_pem(block)
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -114,10 +136,11 @@ pub fn parse_pem_certificates(text: &[u8]) -> Result<(Vec<X509>, usize), PemErro
             continue;
         }
         let index = certs.len();
-        let cert = X509::from_pem(&text[block.range]).map_err(|e| PemError::BadCertificate {
-            index,
-            reason: first_error(&e),
-        })?;
+        let cert =
+            certificate_from_block(&text[block.range]).map_err(|e| PemError::BadCertificate {
+                index,
+                reason: first_error(&e),
+            })?;
         certs.push(cert);
     }
     Ok((certs, others))
@@ -135,7 +158,7 @@ pub fn parse_pem_file(text: &[u8]) -> (Vec<X509>, Vec<String>) {
         .filter(|b| b.label == "CERTIFICATE")
         .enumerate()
     {
-        match X509::from_pem(&text[block.range.clone()]) {
+        match certificate_from_block(&text[block.range.clone()]) {
             Ok(cert) => certs.push(cert),
             Err(e) => problems.push(format!(
                 "certificate block {index} does not parse: {}",
@@ -547,4 +570,28 @@ pub fn verify_digest_signature(cert: &X509Ref, digest: &[u8], signature: &[u8]) 
         };
         attempt().unwrap_or(false)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_block_decoding_equals_openssl_pem() {
+        let pki = crate::testpki::Pki::generate().unwrap();
+        let pem = pki.secc_chain_pem();
+        let (ours, others) = parse_pem_certificates(pem.as_bytes()).unwrap();
+        let openssl = X509::stack_from_pem(pem.as_bytes()).unwrap();
+        assert_eq!(others, 0);
+        let der = |v: &[X509]| v.iter().map(|c| c.to_der().unwrap()).collect::<Vec<_>>();
+        assert_eq!(der(&ours), der(&openssl));
+        // CRLF line ends and text around the blocks.
+        let crlf = format!("junk\r\n{}\r\ntrailer", pem.replace('\n', "\r\n"));
+        assert_eq!(der(&parse_pem_certificates(crlf.as_bytes()).unwrap().0), der(&openssl));
+        // A block whose base64 is broken is refused, not half read.
+        let broken = pem.replacen("MII", "M!I", 1);
+        assert!(parse_pem_certificates(broken.as_bytes()).is_err());
+        let (kept, problems) = parse_pem_file(broken.as_bytes());
+        assert_eq!((kept.len(), problems.len()), (2, 1));
+    }
 }

@@ -790,7 +790,7 @@ fn remove_certificates(
     let mut pos = 0;
     let mut left = 0;
     for block in blocks.iter().filter(|b| b.label == "CERTIFICATE") {
-        let fingerprint = openssl::x509::X509::from_pem(&content[block.range.clone()])
+        let fingerprint = x509::certificate_from_block(&content[block.range.clone()])
             .ok()
             .and_then(|c| c.to_der().ok())
             .map(|der| x509::sha256(&der));
