@@ -365,18 +365,17 @@ fn read_key(path: &Path, password: Option<&str>) -> Option<Fingerprint> {
     }
 }
 
-/// The issuers of `start` found in `pool`, nearest first: up to a
+/// The issuers of `start` that `find_issuer` finds, nearest first: up to a
 /// self-signed certificate, a missing issuer, a cycle or
 /// [`MAX_CHAIN_DEPTH`].
 pub fn issuer_path(
     start: &Arc<CertFacts>,
-    pool: &[Arc<CertFacts>],
-    mut issued_by: impl FnMut(&CertFacts, &CertFacts) -> bool,
+    mut find_issuer: impl FnMut(&CertFacts) -> Option<Arc<CertFacts>>,
 ) -> Vec<Arc<CertFacts>> {
     let mut path: Vec<Arc<CertFacts>> = Vec::new();
     let mut current = start.clone();
     while path.len() < MAX_CHAIN_DEPTH && !current.self_signed {
-        let Some(issuer) = pool.iter().find(|p| issued_by(&current, p)).cloned() else {
+        let Some(issuer) = find_issuer(&current) else {
             break;
         };
         if issuer.fingerprint == start.fingerprint
@@ -431,6 +430,8 @@ pub struct Bundle {
     pub mode: BundleMode,
     /// Its certificates, without duplicates, in file order.
     pub nodes: Vec<Node>,
+    /// Nodes by the DER of their subject, to find issuers by name.
+    by_subject: HashMap<Vec<u8>, Vec<usize>>,
 }
 
 impl Bundle {
@@ -462,10 +463,10 @@ impl Bundle {
                 });
             }
         }
-        let mut by_subject: HashMap<&[u8], Vec<usize>> = HashMap::new();
+        let mut by_subject: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
         for (i, node) in nodes.iter().enumerate() {
             by_subject
-                .entry(node.cert.subject_der.as_slice())
+                .entry(node.cert.subject_der.clone())
                 .or_default()
                 .push(i);
         }
@@ -501,7 +502,17 @@ impl Bundle {
             path: path.to_owned(),
             mode,
             nodes,
+            by_subject,
         }
+    }
+
+    /// The certificates of the bundle whose subject is `name` (DER).
+    pub fn named(&self, name: &[u8]) -> impl Iterator<Item = &Arc<CertFacts>> {
+        self.by_subject
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.nodes[i].cert)
     }
 
     /// Indexes of the self-signed roots.
@@ -537,7 +548,7 @@ pub struct Leaf {
     /// The certificate.
     pub cert: Arc<CertFacts>,
     /// Files whose first certificate it is (single file, chain files).
-    pub files: Vec<PathBuf>,
+    pub files: Vec<Arc<CertFile>>,
     /// Its private key file, paired by public key.
     pub key: Option<PathBuf>,
     /// Its issuers, leaf side first; the root, when found, is last.
@@ -597,13 +608,13 @@ impl LeafDomain {
                 continue;
             };
             if let Some(&i) = by_fingerprint.get(&first.fingerprint) {
-                leaves[i].files.push(file.path.clone());
+                leaves[i].files.push(Arc::clone(file));
                 continue;
             }
             by_fingerprint.insert(first.fingerprint, leaves.len());
             leaves.push(Leaf {
                 cert: first.clone(),
-                files: vec![file.path.clone()],
+                files: vec![Arc::clone(file)],
                 key: first.key_fingerprint.and_then(|fp| {
                     keys.iter()
                         .find(|k| k.key_fingerprint == Some(fp))
@@ -616,14 +627,16 @@ impl LeafDomain {
         for leaf in &mut leaves {
             // Issuer candidates: the other certificates of the leaf's own
             // files, then the domain's bundle.
-            let mut pool: Vec<Arc<CertFacts>> = files
+            let own: Vec<Arc<CertFacts>> = leaf
+                .files
                 .iter()
-                .filter(|f| leaf.files.contains(&f.path))
                 .flat_map(|f| f.certs.iter().skip(1).cloned())
                 .collect();
-            pool.extend(anchor.nodes.iter().map(|n| n.cert.clone()));
-            leaf.issuers = issuer_path(&leaf.cert, &pool, |child, parent| {
-                link_ok(links, child, parent)
+            leaf.issuers = issuer_path(&leaf.cert, |child| {
+                own.iter()
+                    .chain(anchor.named(&child.issuer_der))
+                    .find(|p| link_ok(links, child, p))
+                    .cloned()
             });
             leaf.hash = leaf
                 .issuer_key_bits()

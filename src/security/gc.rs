@@ -28,7 +28,7 @@ impl EvseSecurity {
                 sort_newest_first(&mut leaves);
                 for leaf in leaves.iter().skip(gc.keep_leaves.max(1)).filter(|l| l.cert.not_after < now) {
                     tracing::info!(leaf = %domain.leaf, subject = %leaf.cert.common_name(), serial = %leaf.cert.serial, "removing expired leaf");
-                    doomed.extend(leaf.files.iter().cloned());
+                    doomed.extend(leaf.files.iter().map(|f| f.path.clone()));
                     removed_leaves.insert(leaf.cert.fingerprint);
                 }
             }

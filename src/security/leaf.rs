@@ -243,11 +243,11 @@ impl EvseSecurity {
     ) -> (GetCertificateInfoStatus, Option<CertificateInfo>) {
         let snap = self.snapshot();
         match usable_leaves(&snap, leaf, x509::now()) {
-            Ok((domain, leaves)) => (
+            Ok(leaves) => (
                 GetCertificateInfoStatus::Accepted,
                 leaves
                     .first()
-                    .map(|l| self.info(&snap, domain, l, include_ocsp, false)),
+                    .map(|l| self.info(&snap, l, include_ocsp, false)),
             ),
             Err(status) => (status, None),
         }
@@ -261,7 +261,7 @@ impl EvseSecurity {
     ) -> (GetCertificateInfoStatus, Vec<CertificateInfo>) {
         let snap = self.snapshot();
         match usable_leaves(&snap, leaf, x509::now()) {
-            Ok((domain, leaves)) => {
+            Ok(leaves) => {
                 let mut seen_roots = Vec::new();
                 let infos = leaves
                     .into_iter()
@@ -274,7 +274,7 @@ impl EvseSecurity {
                             true
                         }
                     })
-                    .map(|l| self.info(&snap, domain, l, include_ocsp, true))
+                    .map(|l| self.info(&snap, l, include_ocsp, true))
                     .collect();
                 (GetCertificateInfoStatus::Accepted, infos)
             }
@@ -288,7 +288,7 @@ impl EvseSecurity {
         let snap = self.snapshot();
         let now = x509::now();
         match usable_leaves(&snap, leaf, now) {
-            Ok((_, leaves)) => leaves
+            Ok(leaves) => leaves
                 .first()
                 .map(|l| ((l.cert.not_after - now).max(0) / 86_400).min(i64::from(i32::MAX)) as i32)
                 .unwrap_or(0),
@@ -299,7 +299,6 @@ impl EvseSecurity {
     fn info(
         &self,
         snap: &Snapshot,
-        domain: &LeafDomain,
         leaf: &Leaf,
         include_ocsp: bool,
         with_root: bool,
@@ -307,7 +306,6 @@ impl EvseSecurity {
         let file_of = |want_chain: bool| {
             leaf.files
                 .iter()
-                .filter_map(|p| domain.files.iter().find(|f| f.path == *p))
                 .find(|f| (f.certs.len() > 1) == want_chain)
         };
         let chain_file = file_of(true);
@@ -366,7 +364,7 @@ fn usable_leaves(
     snap: &Snapshot,
     leaf: LeafCertificateType,
     now: i64,
-) -> Result<(&LeafDomain, Vec<&Leaf>), GetCertificateInfoStatus> {
+) -> Result<Vec<&Leaf>, GetCertificateInfoStatus> {
     let domain = snap
         .leaf_domain(leaf)
         .ok_or(GetCertificateInfoStatus::Rejected)?;
@@ -386,12 +384,17 @@ fn usable_leaves(
         return Err(GetCertificateInfoStatus::PrivateKeyNotFound);
     }
     sort_newest_first(&mut usable);
-    Ok((domain, usable))
+    Ok(usable)
 }
 
 /// Newest first by notBefore (OCPP A02.FR.09 and A02.FR.15), then by
 /// notAfter, then by file name, so the order is stable.
 pub(super) fn sort_newest_first(leaves: &mut [&Leaf]) {
-    leaves
-        .sort_by_key(|l| std::cmp::Reverse((l.cert.not_before, l.cert.not_after, l.files.clone())));
+    leaves.sort_by(|a, b| {
+        let key = |l: &Leaf| (l.cert.not_before, l.cert.not_after);
+        key(b).cmp(&key(a)).then_with(|| {
+            let first = |l: &Leaf| l.files.first().map(|f| f.path.clone());
+            first(b).cmp(&first(a))
+        })
+    });
 }

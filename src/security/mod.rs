@@ -409,7 +409,7 @@ impl EvseSecurity {
             let mut removed_any = false;
             for leaf in &secc_doomed {
                 tracing::info!(leaf = "V2G", subject = %leaf.cert.common_name(), serial = %leaf.cert.serial, "deleting leaf certificate");
-                let mut paths: Vec<PathBuf> = leaf.files.clone();
+                let mut paths: Vec<PathBuf> = leaf.files.iter().map(|f| f.path.clone()).collect();
                 paths.extend(leaf.key.iter().filter(|k| !kept_keys.contains(k)).cloned());
                 paths.extend(ocsp_files_of(snap, &leaf.cert, leaf.issuer_key_bits()));
                 for path in paths {
@@ -663,7 +663,7 @@ fn installed_chains(
                     .iter()
                     .filter(|l| l.key.is_some() && l.hash.is_some())
                 {
-                    let Some(file) = leaf.files.first() else {
+                    let Some(file) = leaf.files.first().map(|f| &f.path) else {
                         continue;
                     };
                     // The leaf, then its Sub-CAs; the root is not listed.
@@ -790,7 +790,7 @@ fn remove_certificates(
     let mut pos = 0;
     let mut left = 0;
     for block in blocks.iter().filter(|b| b.label == "CERTIFICATE") {
-        let fingerprint = x509::certificate_from_block(&content[block.range.clone()])
+        let fingerprint = openssl::x509::X509::from_pem(&content[block.range.clone()])
             .ok()
             .and_then(|c| c.to_der().ok())
             .map(|der| x509::sha256(&der));

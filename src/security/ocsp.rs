@@ -95,15 +95,18 @@ impl EvseSecurity {
         let Some(contract) = chain.next() else {
             return Ok(Vec::new());
         };
-        let pool: Vec<Arc<CertFacts>> = chain
-            .filter(|c| !c.self_signed)
-            .chain(
-                [CaCertificateType::MO, CaCertificateType::V2G]
-                    .iter()
-                    .flat_map(|ca| snap.bundle(*ca).nodes.iter().map(|n| n.cert.clone())),
-            )
-            .collect();
-        let issuers = issuer_path(&contract, &pool, |child, parent| child.is_issued_by(parent));
+        let sent: Vec<Arc<CertFacts>> = chain.filter(|c| !c.self_signed).collect();
+        let (mo, v2g) = (
+            snap.bundle(CaCertificateType::MO),
+            snap.bundle(CaCertificateType::V2G),
+        );
+        let issuers = issuer_path(&contract, |child| {
+            sent.iter()
+                .chain(mo.named(&child.issuer_der))
+                .chain(v2g.named(&child.issuer_der))
+                .find(|p| child.is_issued_by(p))
+                .cloned()
+        });
         let mut out = Vec::new();
         request_entries(
             std::iter::once(&contract).chain(issuers.iter()),
@@ -126,11 +129,7 @@ impl EvseSecurity {
             return Ok((R::InvalidFormat, vec![]));
         };
         self.write(|snap| {
-            let subjects = ocsp_subjects(snap);
-            let Some(subject) = subjects
-                .iter()
-                .find(|s| hash_matches(&s.cert, None, Some(&s.issuer.key_bits), query))
-            else {
+            let Some(subject) = ocsp_subject(snap, query) else {
                 return (Ok((R::NotFound, vec![])), vec![]);
             };
             if let Err(e) = x509::check_ocsp_response(&der, &subject.cert.x509, &subject.issuer.x509) {
@@ -209,50 +208,57 @@ struct OcspSubject {
     files: Vec<PathBuf>,
 }
 
-/// Certificates that may have a cached OCSP response: SECC leaves and the
-/// CAs of their chains, and the V2G bundle.
-fn ocsp_subjects(snap: &Snapshot) -> Vec<OcspSubject> {
-    let mut out: Vec<OcspSubject> = Vec::new();
-    let mut add = |cert: &Arc<CertFacts>, issuer: &Arc<CertFacts>, files: Vec<PathBuf>| match out
-        .iter_mut()
-        .find(|s| s.cert.fingerprint == cert.fingerprint)
-    {
-        Some(s) => {
-            for f in files {
-                if !s.files.contains(&f) {
-                    s.files.push(f);
-                }
-            }
-        }
-        None => out.push(OcspSubject {
-            cert: cert.clone(),
-            issuer: issuer.clone(),
-            files,
-        }),
-    };
-    if let Some(secc) = snap.leaf_domain(LeafCertificateType::V2G) {
-        for leaf in &secc.leaves {
-            let path: Vec<&Arc<CertFacts>> = leaf.path().collect();
-            for (i, (cert, _)) in path_with_issuer_keys(leaf).into_iter().enumerate() {
-                let issuer = path.get(i + 1).copied().unwrap_or(cert);
-                let files = secc
-                    .files
-                    .iter()
-                    .filter(|f| f.certs.iter().any(|c| c.fingerprint == cert.fingerprint))
-                    .map(|f| f.path.clone())
-                    .collect();
-                add(cert, issuer, files);
-            }
-        }
-    }
+/// The certificate that `query` names among those that may have a cached
+/// OCSP response: SECC leaves and the CAs of their chains, and the V2G
+/// bundle.
+fn ocsp_subject(snap: &Snapshot, query: &HashData) -> Option<OcspSubject> {
+    let secc = snap.leaf_domain(LeafCertificateType::V2G);
     let v2g = snap.bundle(CaCertificateType::V2G);
-    for node in &v2g.nodes {
-        let issuer = match node.parent {
-            Some(p) => &v2g.nodes[p].cert,
-            None if node.cert.self_signed => &node.cert,
-            None => continue,
-        };
-        add(&node.cert, issuer, node.files.clone());
+    let from_leaves = secc.into_iter().flat_map(|d| &d.leaves).find_map(|leaf| {
+        let path: Vec<&Arc<CertFacts>> = leaf.path().collect();
+        path_with_issuer_keys(leaf)
+            .into_iter()
+            .enumerate()
+            .find(|(_, (cert, bits))| hash_matches(cert, None, Some(bits), query))
+            .map(|(i, (cert, _))| {
+                (
+                    cert.clone(),
+                    path.get(i + 1).copied().unwrap_or(cert).clone(),
+                )
+            })
+    });
+    let (cert, issuer) = from_leaves.or_else(|| {
+        v2g.nodes.iter().find_map(|node| {
+            let issuer = match node.parent {
+                Some(p) => &v2g.nodes[p].cert,
+                None if node.cert.self_signed => &node.cert,
+                None => return None,
+            };
+            hash_matches(
+                &node.cert,
+                node.hash.as_ref(),
+                Some(&issuer.key_bits),
+                query,
+            )
+            .then(|| (node.cert.clone(), issuer.clone()))
+        })
+    })?;
+    let mut files: Vec<PathBuf> = secc
+        .into_iter()
+        .flat_map(|d| &d.files)
+        .filter(|f| f.certs.iter().any(|c| c.fingerprint == cert.fingerprint))
+        .map(|f| f.path.clone())
+        .collect();
+    for node in v2g
+        .nodes
+        .iter()
+        .filter(|n| n.cert.fingerprint == cert.fingerprint)
+    {
+        files.extend(node.files.iter().cloned());
     }
-    out
+    Some(OcspSubject {
+        cert,
+        issuer,
+        files,
+    })
 }
