@@ -125,29 +125,6 @@ pub fn parse_pem_certificates(text: &[u8]) -> Result<(Vec<X509>, usize), PemErro
     Ok((certs, others))
 }
 
-/// The certificates of a file in the store: every block that parses, in
-/// order, and what was wrong with the others. A user's file with one bad
-/// block still serves its good certificates.
-pub fn parse_pem_file(text: &[u8]) -> (Vec<X509>, Vec<String>) {
-    let (blocks, error) = pem_blocks(text);
-    let mut problems: Vec<String> = error.iter().map(ToString::to_string).collect();
-    let mut certs = Vec::new();
-    for (index, block) in blocks
-        .iter()
-        .filter(|b| b.label == "CERTIFICATE")
-        .enumerate()
-    {
-        match X509::from_pem(&text[block.range.clone()]) {
-            Ok(cert) => certs.push(cert),
-            Err(e) => problems.push(format!(
-                "certificate block {index} does not parse: {}",
-                first_error(&e)
-            )),
-        }
-    }
-    (certs, problems)
-}
-
 /// Decodes base64 that may be folded over lines. `None` for bad or empty
 /// input.
 pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
@@ -594,7 +571,5 @@ mod tests {
         // A block whose base64 is broken is refused, not half read.
         let broken = pem.replacen("MII", "M!I", 1);
         assert!(parse_pem_certificates(broken.as_bytes()).is_err());
-        let (kept, problems) = parse_pem_file(broken.as_bytes());
-        assert_eq!((kept.len(), problems.len()), (2, 1));
     }
 }
