@@ -185,7 +185,9 @@ impl Index {
         if let Some(p) = problem {
             tracing::warn!(path = %path.display(), reason = %p, "part of the file does not parse; left alone");
         }
-        let der = encodings.is_empty() && !bytes.is_empty() && path.extension().is_some_and(|e| e == "der");
+        let der = encodings.is_empty()
+            && !bytes.is_empty()
+            && path.extension().is_some_and(|e| e == "der");
         if der {
             encodings.push(&bytes);
         }
@@ -206,7 +208,10 @@ impl Index {
                 }
             }
         }
-        let certs = keys.iter().filter_map(|k| self.parsed.get(k).cloned()).collect();
+        let certs = keys
+            .iter()
+            .filter_map(|k| self.parsed.get(k).cloned())
+            .collect();
         CertFile {
             path: path.to_owned(),
             stamp,
@@ -343,10 +348,18 @@ pub struct OcspEntry {
 /// Parses certificate encodings (PEM blocks, or DER when `der`) on every
 /// core: at start a bundle of thousands of roots would otherwise take
 /// seconds, each parse and self-signature check being some 200 µs.
-fn parse_in_parallel(items: &[(Fingerprint, &[u8])], der: bool) -> Vec<(Fingerprint, Result<CertFacts, String>)> {
+fn parse_in_parallel(
+    items: &[(Fingerprint, &[u8])],
+    der: bool,
+) -> Vec<(Fingerprint, Result<CertFacts, String>)> {
     let parse = |encoding: &[u8]| -> Result<CertFacts, String> {
-        let cert = if der { X509::from_der(encoding) } else { X509::from_pem(encoding) };
-        cert.and_then(CertFacts::new).map_err(|e| x509::first_error(&e))
+        let cert = if der {
+            X509::from_der(encoding)
+        } else {
+            X509::from_pem(encoding)
+        };
+        cert.and_then(CertFacts::new)
+            .map_err(|e| x509::first_error(&e))
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if items.len() < 64 || threads == 1 {
@@ -356,7 +369,9 @@ fn parse_in_parallel(items: &[(Fingerprint, &[u8])], der: bool) -> Vec<(Fingerpr
     std::thread::scope(|scope| {
         let workers: Vec<_> = items
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|(k, e)| (*k, parse(e))).collect::<Vec<_>>()))
+            .map(|part| {
+                scope.spawn(move || part.iter().map(|(k, e)| (*k, parse(e))).collect::<Vec<_>>())
+            })
             .collect();
         workers
             .into_iter()

@@ -34,6 +34,8 @@ pub struct CertSpec {
     pub dc_cpo: bool,
     /// An OCSP responder URL for the Authority Information Access.
     pub ocsp_url: Option<String>,
+    /// notBefore and notAfter in seconds from now; overrides the days.
+    pub valid_seconds: Option<(i64, i64)>,
 }
 
 impl CertSpec {
@@ -47,6 +49,7 @@ impl CertSpec {
             serial: next_serial(),
             dc_cpo: false,
             ocsp_url: None,
+            valid_seconds: None,
         }
     }
 
@@ -60,12 +63,19 @@ impl CertSpec {
             serial: next_serial(),
             dc_cpo: false,
             ocsp_url: None,
+            valid_seconds: None,
         }
     }
 
     /// The same with an OCSP responder URL.
     pub fn ocsp(mut self, url: &str) -> CertSpec {
         self.ocsp_url = Some(url.to_owned());
+        self
+    }
+
+    /// The same with a validity window in seconds from now.
+    pub fn valid_for_seconds(mut self, not_before: i64, not_after: i64) -> CertSpec {
+        self.valid_seconds = Some((not_before, not_after));
         self
     }
 
@@ -171,7 +181,13 @@ fn build<T: openssl::pkey::HasPublic>(
     b.set_subject_name(subject)?;
     b.set_issuer_name(issuer_name)?;
     b.set_pubkey(key)?;
-    let (not_before, not_after) = (days(spec.not_before_days)?, days(spec.not_after_days)?);
+    let (not_before, not_after) = match spec.valid_seconds {
+        Some((from, until)) => (
+            Asn1Time::from_unix(crate::x509::now() + from)?,
+            Asn1Time::from_unix(crate::x509::now() + until)?,
+        ),
+        None => (days(spec.not_before_days)?, days(spec.not_after_days)?),
+    };
     b.set_not_before(&not_before)?;
     b.set_not_after(&not_after)?;
     let mut bc = BasicConstraints::new();

@@ -791,3 +791,46 @@ fn an_secc_leaf_that_is_also_the_csms_client_certificate_is_not_deleted() {
     assert_eq!(sec.delete_certificate(&h), (D::Failed, vec![]));
     assert_eq!(tree_contents(&store.certs), before);
 }
+
+#[test]
+fn cached_verdicts_are_never_stale() {
+    let pki = pki();
+    let store = TempStore::with_pki(&pki);
+    let sec = store.open();
+    let chain = pki.secc_chain_pem();
+    assert_eq!(sec.verify_certificate(&chain, &[L::V2G]).unwrap(), V::Valid);
+    assert_eq!(sec.verify_certificate(&chain, &[L::V2G]).unwrap(), V::Valid);
+    assert_eq!(
+        sec.verify_certificate(&chain, &[L::MO]).unwrap(),
+        V::IssuerNotFound,
+        "types are part of the key"
+    );
+    // The store changes by hand: the next call sees it.
+    fs::write(store.path("ca/v2g/V2G_ROOT_CA.pem"), b"").unwrap();
+    assert_eq!(
+        sec.verify_certificate(&chain, &[L::V2G]).unwrap(),
+        V::IssuerNotFound
+    );
+
+    // A leaf that expires in a moment: Valid now, Expired once it has.
+    let store = TempStore::with_pki(&pki);
+    let sec = store.open();
+    let short = issue(
+        &CertSpec::leaf("short").valid_for_seconds(-60, 2),
+        Some(&pki.cpo_sub2),
+    )
+    .unwrap();
+    let not_after = CertFacts::new(short.cert.clone()).unwrap().not_after;
+    assert!(not_after >= evsec::x509::now());
+    assert_eq!(
+        sec.verify_certificate(&short.pem(), &[L::V2G]).unwrap(),
+        V::Valid
+    );
+    while evsec::x509::now() <= not_after {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        sec.verify_certificate(&short.pem(), &[L::V2G]).unwrap(),
+        V::Expired
+    );
+}

@@ -1,7 +1,7 @@
 //! The certificate operations of the contract, on top of the store and
 //! the index. Synchronous: the D-Bus layer runs them on blocking threads.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -78,6 +78,9 @@ pub struct EvseSecurity {
     current: RwLock<Arc<Snapshot>>,
     /// GID of `[access] key_group`, when set.
     key_gid: Option<u32>,
+    /// Recent `VerifyCertificate` verdicts by chain bytes and types: contract
+    /// chains repeat, and parsing is most of a verification's cost.
+    verdicts: Mutex<HashMap<Fingerprint, Verdict>>,
     _lock: StoreLock,
 }
 
@@ -124,6 +127,7 @@ impl EvseSecurity {
             writer: Mutex::new(index),
             current: RwLock::new(snapshot),
             key_gid,
+            verdicts: Mutex::new(HashMap::new()),
             _lock: lock,
         })
     }
@@ -449,12 +453,56 @@ impl EvseSecurity {
         types: &[LeafCertificateType],
     ) -> Result<CertificateValidationResult, Error> {
         self.check_size("certificate chain", chain_pem)?;
-        let chain = match parse_chain(chain_pem) {
-            Some((chain, _)) if chain.len() <= MAX_CHAIN_DEPTH => chain,
-            Some(_) => return Ok(CertificateValidationResult::InvalidChain),
-            None => return Ok(CertificateValidationResult::Unknown),
+        let snap = self.snapshot();
+        let now = x509::now();
+        let mask = types.iter().fold(0u8, |m, t| m | 1 << t.anchor().slot());
+        let mut key_input = chain_pem.as_bytes().to_vec();
+        key_input.push(mask);
+        let key = x509::sha256(&key_input);
+        let cached = self
+            .verdicts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .copied();
+        if let Some(v) =
+            cached.filter(|v| v.generation == snap.generation && v.from <= now && now < v.until)
+        {
+            return Ok(v.result);
+        }
+        let (result, from, until) = match parse_chain(chain_pem) {
+            Some((chain, _)) if chain.len() <= MAX_CHAIN_DEPTH => {
+                let result = Self::verify_parsed(&snap, &chain, types);
+                // The verdict holds until the next notBefore or notAfter of
+                // the chain or of the bundles it was checked against.
+                let anchors = types
+                    .iter()
+                    .flat_map(|t| &snap.bundle(t.anchor()).nodes)
+                    .map(|n| n.cert.as_ref());
+                let (from, until) = validity_window(chain.iter().chain(anchors), now);
+                (result, from, until)
+            }
+            Some(_) => (
+                CertificateValidationResult::InvalidChain,
+                i64::MIN,
+                i64::MAX,
+            ),
+            None => (CertificateValidationResult::Unknown, i64::MIN, i64::MAX),
         };
-        Ok(Self::verify_parsed(&self.snapshot(), &chain, types))
+        let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        if verdicts.len() >= MAX_CACHED_VERDICTS {
+            verdicts.clear();
+        }
+        verdicts.insert(
+            key,
+            Verdict {
+                generation: snap.generation,
+                from,
+                until,
+                result,
+            },
+        );
+        Ok(result)
     }
 
     /// Contract 5.4 on a parsed chain, against the bundles of `snap`.
@@ -597,6 +645,39 @@ impl EvseSecurity {
     pub fn certificate_entries(&self) -> u32 {
         self.snapshot().entries
     }
+}
+
+/// Verdicts kept; the cache is emptied when full so that it stays bounded.
+const MAX_CACHED_VERDICTS: usize = 1024;
+
+/// A cached verification: valid for one store generation and while the
+/// clock stays inside `[from, until)`, where no certificate involved starts
+/// or ends its validity.
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    generation: u64,
+    from: i64,
+    until: i64,
+    result: CertificateValidationResult,
+}
+
+/// The span around `now` in which no certificate of `certs` becomes valid
+/// or expires.
+fn validity_window<'a>(certs: impl Iterator<Item = &'a CertFacts>, now: i64) -> (i64, i64) {
+    let mut from = i64::MIN;
+    let mut until = i64::MAX;
+    for cert in certs {
+        // A certificate is valid from notBefore through notAfter, so its
+        // state changes at notBefore and at notAfter + 1.
+        for edge in [cert.not_before, cert.not_after.saturating_add(1)] {
+            if edge <= now {
+                from = from.max(edge);
+            } else {
+                until = until.min(edge);
+            }
+        }
+    }
+    (from, until)
 }
 
 /// One certificate of a listing.
