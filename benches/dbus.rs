@@ -229,6 +229,14 @@ async fn main() {
         })
         .collect();
 
+    // Chains never seen before, for verifications the verdict cache cannot
+    // answer.
+    let fresh_chains: Vec<String> = (0..iterations + 20)
+        .map(|i| {
+            let leaf = issue(&CertSpec::leaf(&format!("EV {i}")), Some(&pki.cpo_sub2)).unwrap();
+            leaf.pem() + &pki.cpo_sub2.pem() + &pki.cpo_sub1.pem()
+        })
+        .collect();
     let base = baseline(
         &chain,
         std::slice::from_ref(&pki.v2g_root.cert),
@@ -268,8 +276,13 @@ async fn main() {
         };
         let mut add = |name: &str, s: Stats| rows.push((name.to_owned(), extra, s));
         add(
-            "VerifyCertificate",
+            "VerifyCertificate (repeated chain)",
             time(n, || c.verify_certificate(&chain, &["V2G"])).await,
+        );
+        let mut fresh = fresh_chains.iter();
+        add(
+            "VerifyCertificate (new chain)",
+            time(n, || c.verify_certificate(fresh.next().unwrap(), &["V2G"])).await,
         );
         add(
             "GetInstalledCertificates (all)",

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use openssl::pkey::PKey;
 use openssl::x509::store::X509Store;
@@ -95,9 +95,8 @@ pub struct Index {
     /// change elsewhere in it, is parsed only once. OpenSSL 3 takes about
     /// 130 µs to parse a certificate; the hash takes about 2 µs.
     parsed: HashMap<Fingerprint, Arc<CertFacts>>,
-    /// Issuer-link results by (child, parent) fingerprint: a signature check
-    /// is done once per pair.
-    links: HashMap<(Fingerprint, Fingerprint), bool>,
+    /// Issuer links and hash data, computed once per pair of certificates.
+    pairs: PairCache,
     generation: u64,
 }
 
@@ -108,7 +107,7 @@ impl Index {
             layout,
             files: HashMap::new(),
             parsed: HashMap::new(),
-            links: HashMap::new(),
+            pairs: PairCache::default(),
             generation: 0,
         };
         index.rescan();
@@ -243,11 +242,10 @@ impl Index {
             .iter()
             .flat_map(|f| f.certs.iter().map(|c| c.fingerprint))
             .collect();
-        self.links
-            .retain(|(a, b), _| live.contains(a) && live.contains(b));
+        self.pairs.retain(&live);
 
         let layout = &self.layout;
-        let links = &mut self.links;
+        let pairs = &mut self.pairs;
 
         let bundles: Vec<Bundle> = CaCertificateType::ALL
             .iter()
@@ -258,7 +256,7 @@ impl Index {
                     BundleMode::File => f.path == path,
                     BundleMode::Directory => f.path.parent() == Some(path),
                 });
-                Bundle::build(*ca, path, mode, mine, links)
+                Bundle::build(*ca, path, mode, mine, pairs)
             })
             .collect();
 
@@ -273,7 +271,7 @@ impl Index {
                     .collect();
                 let anchor = &bundles[leaf.anchor().slot()];
                 Some(LeafDomain::build(
-                    *leaf, cert_dir, key_dir, &mine, &keys, anchor, links,
+                    *leaf, cert_dir, key_dir, &mine, &keys, anchor, pairs,
                 ))
             })
             .collect();
@@ -327,7 +325,6 @@ impl Index {
             orphan_ocsp,
             entries,
             usage,
-            stores: Default::default(),
         }
     }
 }
@@ -422,17 +419,41 @@ pub fn issuer_path(
     path
 }
 
-fn link_ok(
-    links: &mut HashMap<(Fingerprint, Fingerprint), bool>,
-    child: &CertFacts,
-    parent: &CertFacts,
-) -> bool {
-    if child.issuer_der != parent.subject_der || child.fingerprint == parent.fingerprint {
-        return false;
+/// What depends only on a pair of certificates, kept across snapshots: a
+/// signature check and two digests are done once per pair, not on every
+/// change to the store.
+#[derive(Default)]
+struct PairCache {
+    links: HashMap<(Fingerprint, Fingerprint), bool>,
+    hashes: HashMap<(Fingerprint, Fingerprint), HashData>,
+}
+
+impl PairCache {
+    /// Whether `parent` issued `child` (see [`CertFacts::is_issued_by`]).
+    fn link_ok(&mut self, child: &CertFacts, parent: &CertFacts) -> bool {
+        if child.issuer_der != parent.subject_der || child.fingerprint == parent.fingerprint {
+            return false;
+        }
+        *self
+            .links
+            .entry((child.fingerprint, parent.fingerprint))
+            .or_insert_with(|| child.is_issued_by(parent))
     }
-    *links
-        .entry((child.fingerprint, parent.fingerprint))
-        .or_insert_with(|| child.is_issued_by(parent))
+
+    /// SHA-256 hash data of `cert` under `issuer` (itself for a root).
+    fn hash(&mut self, cert: &CertFacts, issuer: &CertFacts) -> HashData {
+        self.hashes
+            .entry((cert.fingerprint, issuer.fingerprint))
+            .or_insert_with(|| cert.hash_data(HashAlgorithm::SHA256, &issuer.key_bits))
+            .clone()
+    }
+
+    /// Forgets pairs with a certificate that is gone.
+    fn retain(&mut self, live: &HashSet<Fingerprint>) {
+        let keep = |(a, b): &(Fingerprint, Fingerprint)| live.contains(a) && live.contains(b);
+        self.links.retain(|k, _| keep(k));
+        self.hashes.retain(|k, _| keep(k));
+    }
 }
 
 /// One certificate of a CA bundle.
@@ -473,7 +494,7 @@ impl Bundle {
         path: &Path,
         mode: BundleMode,
         files: impl Iterator<Item = &'a &'a Arc<CertFile>>,
-        links: &mut HashMap<(Fingerprint, Fingerprint), bool>,
+        pairs: &mut PairCache,
     ) -> Bundle {
         let mut nodes: Vec<Node> = Vec::new();
         let mut by_fingerprint: HashMap<Fingerprint, usize> = HashMap::new();
@@ -513,22 +534,22 @@ impl Bundle {
                 .into_iter()
                 .flatten()
                 .copied()
-                .find(|&p| link_ok(links, &node.cert, &nodes[p].cert));
+                .find(|&p| pairs.link_ok(&node.cert, &nodes[p].cert));
         }
         for (i, parent) in parents.iter().enumerate() {
             nodes[i].parent = *parent;
-            let issuer_bits = match parent {
-                Some(p) => Some(nodes[*p].cert.key_bits.clone()),
-                None if nodes[i].cert.self_signed => Some(nodes[i].cert.key_bits.clone()),
+            let issuer = match parent {
+                Some(p) => Some(nodes[*p].cert.clone()),
+                None if nodes[i].cert.self_signed => Some(nodes[i].cert.clone()),
                 None => None,
             };
             if let Some(p) = parent {
                 nodes[*p].children.push(i);
             }
-            nodes[i].hash = issuer_bits
-                .as_deref()
-                .map(|bits| nodes[i].cert.hash_data(HashAlgorithm::SHA256, bits));
-            nodes[i].issuer_key_bits = issuer_bits;
+            nodes[i].hash = issuer
+                .as_ref()
+                .map(|issuer| pairs.hash(&nodes[i].cert, issuer));
+            nodes[i].issuer_key_bits = issuer.map(|issuer| issuer.key_bits.clone());
         }
         Bundle {
             ca,
@@ -627,7 +648,7 @@ impl LeafDomain {
         files: &[&Arc<CertFile>],
         all_keys: &[Arc<KeyFile>],
         anchor: &Bundle,
-        links: &mut HashMap<(Fingerprint, Fingerprint), bool>,
+        pairs: &mut PairCache,
     ) -> LeafDomain {
         let keys: Vec<Arc<KeyFile>> = all_keys
             .iter()
@@ -668,12 +689,13 @@ impl LeafDomain {
             leaf.issuers = issuer_path(&leaf.cert, |child| {
                 own.iter()
                     .chain(anchor.named(&child.issuer_der))
-                    .find(|p| link_ok(links, child, p))
+                    .find(|p| pairs.link_ok(child, p))
                     .cloned()
             });
             leaf.hash = leaf
-                .issuer_key_bits()
-                .map(|bits| leaf.cert.hash_data(HashAlgorithm::SHA256, bits));
+                .issuers
+                .first()
+                .map(|issuer| pairs.hash(&leaf.cert, issuer));
         }
         LeafDomain {
             leaf,
@@ -722,7 +744,6 @@ pub struct Snapshot {
     pub entries: u32,
     /// What the store takes on disk.
     pub usage: StoreUsage,
-    stores: [OnceLock<Option<X509Store>>; 16],
 }
 
 impl Snapshot {
@@ -736,22 +757,34 @@ impl Snapshot {
         self.leaves.iter().find(|d| d.leaf == leaf)
     }
 
-    /// The OpenSSL trust store of a set of bundles, built once per snapshot.
-    pub fn trust_store(&self, bundles: &[CaCertificateType]) -> Option<&X509Store> {
-        let mask = bundles.iter().fold(0usize, |m, ca| m | 1 << ca.slot());
-        self.stores[mask]
-            .get_or_init(|| {
-                let certs = bundles
-                    .iter()
-                    .flat_map(|ca| self.bundle(*ca).nodes.iter().map(|n| &n.cert.x509));
-                match x509::build_store(certs) {
-                    Ok(store) => Some(store),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot build trust store");
-                        None
+    /// A trust store for verifying `chain` against `bundles`: the bundle
+    /// certificates reachable from the chain by issuer name, up to their
+    /// roots. A store of a whole bundle would cost O(n² log n) to build in
+    /// OpenSSL, which sorts its objects on every add (seconds at 10,000
+    /// roots), and a chain needs only its own path.
+    pub fn trust_store_for(
+        &self,
+        bundles: &[CaCertificateType],
+        chain: &[CertFacts],
+    ) -> Result<X509Store, openssl::error::ErrorStack> {
+        let mut names: Vec<Vec<u8>> = chain.iter().map(|c| c.issuer_der.clone()).collect();
+        let mut seen: HashSet<Fingerprint> = HashSet::new();
+        let mut anchors: Vec<&Arc<CertFacts>> = Vec::new();
+        let mut lookups = 0;
+        while let Some(name) = names.pop() {
+            lookups += 1;
+            if lookups > 4 * MAX_CHAIN_DEPTH {
+                break;
+            }
+            for cert in bundles.iter().flat_map(|ca| self.bundle(*ca).named(&name)) {
+                if seen.insert(cert.fingerprint) {
+                    anchors.push(cert);
+                    if !cert.self_signed {
+                        names.push(cert.issuer_der.clone());
                     }
                 }
-            })
-            .as_ref()
+            }
+        }
+        x509::build_store(anchors.iter().map(|c| &c.x509))
     }
 }

@@ -96,8 +96,23 @@ pub fn pem_blocks(text: &[u8]) -> (Vec<PemBlock>, Option<PemError>) {
     (blocks, None)
 }
 
+/// Where `needle` starts in `haystack`. Scans for its first byte and
+/// compares from there: in PEM text the markers' `-` is rare, so this is
+/// linear in practice where a window-by-window comparison is not.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    let (&first, rest) = needle.split_first()?;
+    let mut from = 0;
+    while let Some(i) = haystack.get(from..)?.iter().position(|&b| b == first) {
+        let at = from + i;
+        if haystack
+            .get(at + 1..)
+            .is_some_and(|tail| tail.starts_with(rest))
+        {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// The certificates of a PEM argument, in order; any broken block fails

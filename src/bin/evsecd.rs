@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use evsec::daemon::{self, Args};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = match Args::parse(std::env::args().skip(1)) {
         Ok(a) => a,

@@ -519,9 +519,12 @@ impl EvseSecurity {
         if anchors.is_empty() {
             return CertificateValidationResult::IssuerNotFound;
         }
-        match snap.trust_store(&anchors) {
-            Some(store) => x509::verify_chain(store, chain, now),
-            None => CertificateValidationResult::Unknown,
+        match snap.trust_store_for(&anchors, chain) {
+            Ok(store) => x509::verify_chain(&store, chain, now),
+            Err(e) => {
+                tracing::error!(error = %x509::first_error(&e), "cannot build a trust store");
+                CertificateValidationResult::Unknown
+            }
         }
     }
 
