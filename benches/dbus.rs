@@ -237,6 +237,34 @@ async fn main() {
             leaf.pem() + &pki.cpo_sub2.pem() + &pki.cpo_sub1.pem()
         })
         .collect();
+    // The same with a chain never seen before on every call.
+    let fresh_base = {
+        let mut builder = X509StoreBuilder::new().unwrap();
+        builder.add_cert(pki.v2g_root.cert.clone()).unwrap();
+        let store = builder.build();
+        let samples = fresh_chains
+            .iter()
+            .map(|chain_pem| {
+                let start = Instant::now();
+                let certs = X509::stack_from_pem(chain_pem.as_bytes()).unwrap();
+                let mut untrusted = Stack::new().unwrap();
+                for c in &certs[1..] {
+                    untrusted.push(c.clone()).unwrap();
+                }
+                let mut ctx = X509StoreContext::new().unwrap();
+                assert!(ctx
+                    .init(&store, &certs[0], &untrusted, |c| c.verify_cert())
+                    .unwrap());
+                start.elapsed()
+            })
+            .collect();
+        stats(samples)
+    };
+    println!(
+        "in-process OpenSSL parse + verify of a new chain each time: median {}, p90 {}",
+        fmt(fresh_base.median),
+        fmt(fresh_base.p90)
+    );
     let base = baseline(
         &chain,
         std::slice::from_ref(&pki.v2g_root.cert),

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{busctl, tree_contents, Daemon, PrivateBus, TempStore};
-use evsec::dbus::{Bus, Client, ClientError, StoreUpdates, WireHashData};
+use common::{busctl, client, next_update, tree_contents, Daemon, PrivateBus, TempStore};
+use evsec::dbus::{ClientError, WireHashData};
 use evsec::testpki::{issue, CertSpec, Issued, Pki};
 use evsec::types::HashAlgorithm;
 use evsec::x509::CertFacts;
@@ -21,19 +21,6 @@ fn hash_of(cert: &Issued, issuer: &Issued) -> WireHashData {
     facts(cert)
         .hash_data(HashAlgorithm::SHA256, &facts(issuer).key_bits)
         .to_wire()
-}
-
-async fn client(bus: &PrivateBus) -> Client {
-    Client::connect(&Bus::Address(bus.address.clone()))
-        .await
-        .expect("connect")
-}
-
-async fn next_update(updates: &mut StoreUpdates) -> (String, String, String) {
-    tokio::time::timeout(Duration::from_secs(10), updates.next())
-        .await
-        .expect("signal within 10 s")
-        .expect("signal stream open")
 }
 
 fn invalid_args(r: Result<impl std::fmt::Debug, ClientError>) -> String {

@@ -8,24 +8,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{ocsp_response, Daemon, PrivateBus, TempStore};
-use evsec::dbus::{Bus, Client, StoreUpdates};
+use common::{client, next_update, ocsp_response, Daemon, PrivateBus, TempStore};
 use evsec::testpki::{sign_csr, CertSpec, Pki};
 use evsec::types::HashAlgorithm;
 use evsec::x509::CertFacts;
-
-async fn client(bus: &PrivateBus) -> Client {
-    Client::connect(&Bus::Address(bus.address.clone()))
-        .await
-        .expect("connect")
-}
-
-async fn next_update(updates: &mut StoreUpdates) -> (String, String, String) {
-    tokio::time::timeout(Duration::from_secs(10), updates.next())
-        .await
-        .expect("signal within 10 s")
-        .expect("signal stream open")
-}
 
 /// A store with the PKI's bundles, the CSMS leaf and no SECC leaf.
 fn store_without_secc_leaf(pki: &Pki) -> TempStore {

@@ -3,22 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{builder, Bus};
-
-/// An OCSP request entry or an OCSP cache entry: hash data and a URL or path.
-pub type WireOcspEntry = (WireHashData, String);
-/// One entry of `GetCertificateDetails`: type, subject CN, issuer CN,
-/// notBefore, notAfter (Unix seconds), hash data, file, SHA-256 fingerprint.
-pub type WireCertificateDetails = (
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    WireHashData,
-    String,
-    String,
-);
+use super::{builder, Bus, WireCertificateDetails, WireHashData, WireHashDataChain, WireOcspEntry};
 
 /// The `CertificateInfo` dictionary of contract 5.11, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,11 +53,6 @@ impl LeafInfo {
         Ok(info)
     }
 }
-
-/// Hash data as on the wire.
-pub type WireHashData = (String, String, String, String);
-/// A `GetInstalledCertificates` chain as on the wire.
-pub type WireHashDataChain = (String, WireHashData, Vec<WireHashData>);
 
 #[zbus::proxy(
     interface = "org.evsec.EvseSecurity1",

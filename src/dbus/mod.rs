@@ -9,10 +9,7 @@ mod service;
 use std::fmt;
 use std::str::FromStr;
 
-pub use client::{
-    Client, ClientError, LeafInfo, StoreUpdates, WireCertificateDetails, WireHashData,
-    WireHashDataChain, WireOcspEntry,
-};
+pub use client::{Client, ClientError, LeafInfo, StoreUpdates};
 pub use service::{serve, Server};
 
 /// The well-known bus name.
@@ -23,6 +20,27 @@ pub const OBJECT_PATH: &str = "/org/evsec/EvseSecurity1";
 pub const INTERFACE: &str = "org.evsec.EvseSecurity1";
 /// Prefix of the daemon's own D-Bus error names.
 pub const ERROR_PREFIX: &str = "org.evsec.EvseSecurity1.Error";
+
+/// Hash data on the wire: `(ssss)`.
+pub type WireHashData = (String, String, String, String);
+/// A `GetInstalledCertificates` chain: `(s(ssss)a(ssss))`.
+pub type WireHashDataChain = (String, WireHashData, Vec<WireHashData>);
+/// An OCSP request entry, or a cached response entry: hash data and a URL
+/// or path, `((ssss)s)`.
+pub type WireOcspEntry = (WireHashData, String);
+/// One entry of `GetCertificateDetails`: type, subject CN, issuer CN,
+/// notBefore, notAfter (Unix seconds), hash data, file, SHA-256
+/// fingerprint, `(sssxx(ssss)ss)`.
+pub type WireCertificateDetails = (
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    WireHashData,
+    String,
+    String,
+);
 
 /// Which bus to connect to (`--bus`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,10 @@ use zbus::names::ErrorName;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection, DBusError, OwnedVariant, Variant};
 
-use super::{builder, Bus, BUS_NAME, ERROR_PREFIX, OBJECT_PATH};
+use super::{
+    builder, Bus, WireCertificateDetails, WireHashData, WireHashDataChain, WireOcspEntry, BUS_NAME,
+    ERROR_PREFIX, OBJECT_PATH,
+};
 use crate::access::{Caller, Need, Roles};
 use crate::security::{self, CertificateInfo, EvseSecurity, OcspRequest, StoreChange};
 use crate::types::{
@@ -22,24 +25,9 @@ use crate::types::{
 /// take every blocking thread.
 const MAX_BLOCKING_CALLS: usize = 16;
 
-type WireHashData = (String, String, String, String);
-type WireHashDataChain = (String, WireHashData, Vec<WireHashData>);
-type WireOcspRequest = (WireHashData, String);
-/// type, subject CN, issuer CN, notBefore, notAfter (Unix seconds), hash
-/// data, file, SHA-256 fingerprint.
-type WireCertificateDetails = (
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    WireHashData,
-    String,
-    String,
-);
 type WireCertificateInfo = HashMap<String, OwnedVariant>;
 
-fn wire_ocsp_requests(requests: Vec<OcspRequest>) -> Vec<WireOcspRequest> {
+fn wire_ocsp_requests(requests: Vec<OcspRequest>) -> Vec<WireOcspEntry> {
     requests
         .into_iter()
         .map(|(hash, url)| (hash.to_wire(), url))
@@ -69,7 +57,7 @@ fn wire_certificate_info(info: CertificateInfo) -> Result<WireCertificateInfo, B
         out.push(("password", Variant::from(password)));
     }
     if let Some(ocsp) = info.ocsp {
-        let entries: Vec<WireOcspRequest> = ocsp
+        let entries: Vec<WireOcspEntry> = ocsp
             .into_iter()
             .map(|(hash, path)| (hash.to_wire(), path))
             .collect();
@@ -430,7 +418,7 @@ impl EvseSecurityInterface {
         &self,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
-    ) -> Result<Vec<WireOcspRequest>, BusError> {
+    ) -> Result<Vec<WireOcspEntry>, BusError> {
         self.authorize(&hdr, conn, Need::Read, "GetV2gOcspRequestData")
             .await?;
         Ok(wire_ocsp_requests(
@@ -445,7 +433,7 @@ impl EvseSecurityInterface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
         certificate_chain: String,
-    ) -> Result<Vec<WireOcspRequest>, BusError> {
+    ) -> Result<Vec<WireOcspEntry>, BusError> {
         self.authorize(&hdr, conn, Need::Read, "GetMoOcspRequestData")
             .await?;
         let requests = self

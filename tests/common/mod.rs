@@ -324,3 +324,18 @@ pub fn ocsp_response(
     ]);
     std::fs::read(resp).unwrap()
 }
+
+/// A zbus client on the private bus.
+pub async fn client(bus: &PrivateBus) -> evsec::dbus::Client {
+    evsec::dbus::Client::connect(&evsec::dbus::Bus::Address(bus.address.clone()))
+        .await
+        .expect("connect")
+}
+
+/// The next `CertificateStoreUpdated` signal, within 10 s.
+pub async fn next_update(updates: &mut evsec::dbus::StoreUpdates) -> (String, String, String) {
+    tokio::time::timeout(Duration::from_secs(10), updates.next())
+        .await
+        .expect("signal within 10 s")
+        .expect("signal stream open")
+}
