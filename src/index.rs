@@ -34,6 +34,9 @@ pub struct CertFile {
     /// SHA-256 of each certificate's encoding in the file (the PEM block or
     /// the DER), the key of the parse cache.
     keys: Vec<Fingerprint>,
+    /// The first certificate block did not parse: the file's leaf is
+    /// unknown, and the certificate after it must not be taken for it.
+    pub first_unparsed: bool,
 }
 
 /// A private key file as read from disk. Only the identity of its public
@@ -215,6 +218,7 @@ impl Index {
             path: path.to_owned(),
             stamp,
             certs,
+            first_unparsed: keys.first().is_some_and(|k| !self.parsed.contains_key(k)),
             keys,
         }
     }
@@ -658,7 +662,7 @@ impl LeafDomain {
         let mut leaves: Vec<Leaf> = Vec::new();
         let mut by_fingerprint: HashMap<Fingerprint, usize> = HashMap::new();
         for file in files {
-            let Some(first) = file.certs.first() else {
+            let Some(first) = file.certs.first().filter(|_| !file.first_unparsed) else {
                 continue;
             };
             if let Some(&i) = by_fingerprint.get(&first.fingerprint) {
@@ -768,22 +772,27 @@ impl Snapshot {
         chain: &[CertFacts],
     ) -> Result<X509Store, openssl::error::ErrorStack> {
         let mut names: Vec<Vec<u8>> = chain.iter().map(|c| c.issuer_der.clone()).collect();
+        let mut looked_up: HashSet<Vec<u8>> = HashSet::new();
         let mut seen: HashSet<Fingerprint> = HashSet::new();
         let mut anchors: Vec<&Arc<CertFacts>> = Vec::new();
-        let mut lookups = 0;
         while let Some(name) = names.pop() {
-            lookups += 1;
-            if lookups > 4 * MAX_CHAIN_DEPTH {
-                break;
-            }
             for cert in bundles.iter().flat_map(|ca| self.bundle(*ca).named(&name)) {
                 if seen.insert(cert.fingerprint) {
                     anchors.push(cert);
-                    if !cert.self_signed {
+                    if !cert.self_signed && !looked_up.contains(&cert.issuer_der) {
                         names.push(cert.issuer_der.clone());
                     }
                 }
             }
+            looked_up.insert(name);
+        }
+        // Names are matched byte for byte here, where OpenSSL folds case and
+        // string types; when that finds no root, let OpenSSL see it all.
+        if !anchors.iter().any(|c| c.self_signed) {
+            anchors = bundles
+                .iter()
+                .flat_map(|ca| self.bundle(*ca).nodes.iter().map(|n| &n.cert))
+                .collect();
         }
         x509::build_store(anchors.iter().map(|c| &c.x509))
     }

@@ -296,7 +296,7 @@ static NAME_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Writes `data` to `path` whole or not at all: a temporary file in the same
 /// directory, fsync, rename over the target, fsync of the directory.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    write_whole(path, data, mode, None)
+    write_whole(path, data, mode, None, false)
 }
 
 /// Writes a private key as [`atomic_write`] does: mode 0600, or 0640 and
@@ -304,8 +304,14 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 pub fn write_key(path: &Path, data: &[u8], group: Option<u32>) -> io::Result<()> {
     match group {
         // SAFETY: getuid cannot fail.
-        Some(gid) => write_whole(path, data, 0o640, Some((unsafe { libc::getuid() }, gid))),
-        None => write_whole(path, data, KEY_MODE, None),
+        Some(gid) => write_whole(
+            path,
+            data,
+            0o640,
+            Some((unsafe { libc::getuid() }, gid)),
+            true,
+        ),
+        None => write_whole(path, data, KEY_MODE, None, false),
     }
 }
 
@@ -323,10 +329,18 @@ pub fn atomic_rewrite(path: &Path, data: &[u8]) -> io::Result<()> {
         .as_ref()
         .map_or(CERT_MODE, |m| m.permissions().mode() & 0o7777);
     let owner = meta.map(|m| (m.uid(), m.gid()));
-    write_whole(&target, data, mode, owner)
+    write_whole(&target, data, mode, owner, false)
 }
 
-fn write_whole(path: &Path, data: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
+/// The atomic write; `must_own`: fail rather than leave the file with
+/// another owner than `owner` (a key that its group cannot read).
+fn write_whole(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    must_own: bool,
+) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("path has no directory"))?;
@@ -353,7 +367,7 @@ fn write_whole(path: &Path, data: &[u8], mode: u32, owner: Option<(u32, u32)>) -
             // A rewrite keeps the owner where the daemon may set it; a key
             // that cannot be handed to its group is not written at all.
             let handed = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
-            if mode == 0o640 {
+            if must_own {
                 handed?;
             }
         }

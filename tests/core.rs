@@ -834,3 +834,22 @@ fn cached_verdicts_are_never_stale() {
         V::Expired
     );
 }
+
+#[test]
+fn a_bundle_directory_removed_and_made_again_is_watched_again() {
+    let pki = pki();
+    let store = TempStore::empty();
+    fs::create_dir_all(store.path("ca/mo")).unwrap();
+    let sec = evsec::EvseSecurity::open(store.config_with("mo_ca_bundle = \"ca/mo\"\n")).unwrap();
+    fs::write(store.path("ca/mo/a.pem"), pki.mo_root.pem()).unwrap();
+    assert!(sec.is_ca_certificate_installed(Ca::MO));
+    fs::remove_dir_all(store.path("ca/mo")).unwrap();
+    assert!(!sec.is_ca_certificate_installed(Ca::MO));
+    fs::create_dir_all(store.path("ca/mo")).unwrap();
+    assert!(!sec.is_ca_certificate_installed(Ca::MO));
+    fs::write(store.path("ca/mo/b.pem"), pki.mo_root.pem()).unwrap();
+    assert!(sec.is_ca_certificate_installed(Ca::MO));
+    // Once watched again, a later edit is seen through the watch.
+    fs::remove_file(store.path("ca/mo/b.pem")).unwrap();
+    assert!(!sec.is_ca_certificate_installed(Ca::MO));
+}

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::access::Caller;
@@ -78,6 +79,8 @@ pub struct EvseSecurity {
     current: RwLock<Arc<Snapshot>>,
     /// GID of `[access] key_group`, when set.
     key_gid: Option<u32>,
+    /// Every store directory is watched; while not, each call lists them.
+    watch_complete: AtomicBool,
     /// Recent `VerifyCertificate` verdicts by chain bytes and types: contract
     /// chains repeat, and parsing is most of a verification's cost.
     verdicts: Mutex<HashMap<Fingerprint, Verdict>>,
@@ -127,6 +130,7 @@ impl EvseSecurity {
             writer: Mutex::new(index),
             current: RwLock::new(snapshot),
             key_gid,
+            watch_complete: AtomicBool::new(true),
             verdicts: Mutex::new(HashMap::new()),
             _lock: lock,
         })
@@ -139,7 +143,8 @@ impl EvseSecurity {
 
     /// The current view of the store, with any hand edits applied.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        if self.watcher.as_ref().is_none_or(Watcher::pending) {
+        let watched = self.watch_complete.load(Ordering::Acquire);
+        if !watched || self.watcher.as_ref().is_none_or(Watcher::pending) {
             let mut index = self.lock_writer();
             self.apply_disk_changes(&mut index);
         }
@@ -160,27 +165,32 @@ impl EvseSecurity {
     }
 
     fn apply_disk_changes(&self, index: &mut Index) {
-        let changed = match self.watcher.as_ref().map(Watcher::drain) {
-            Some(Changes::Rescan) => {
+        let changes = match &self.watcher {
+            Some(w) if self.watch_complete.load(Ordering::Acquire) => w.drain(),
+            Some(w) => {
+                let _ = w.drain();
+                Changes::Rescan
+            }
+            None => Changes::Rescan,
+        };
+        let changed = match changes {
+            Changes::Rescan => {
                 // A watched directory went away or events were lost: watch
-                // again whatever exists now, then list everything.
+                // again whatever exists now, and until every directory is
+                // watched, list everything on every call.
                 if let Some(w) = &self.watcher {
-                    let dirs: Vec<PathBuf> = self
-                        .layout
-                        .watched_dirs()
-                        .into_iter()
-                        .filter(|d| d.is_dir())
-                        .collect();
-                    if let Err(e) = w.watch(&dirs) {
-                        tracing::warn!(error = %e, "cannot watch the store again");
+                    let dirs = self.layout.watched_dirs();
+                    let present: Vec<PathBuf> =
+                        dirs.iter().filter(|d| d.is_dir()).cloned().collect();
+                    let complete = present.len() == dirs.len() && w.watch(&present).is_ok();
+                    let was_complete = self.watch_complete.swap(complete, Ordering::AcqRel);
+                    if was_complete && !complete {
+                        tracing::warn!("a store directory is missing; the store is listed on every call until it is back");
                     }
                 }
                 index.rescan()
             }
-            None => index.rescan(),
-            Some(Changes::Paths(paths)) => {
-                paths.iter().fold(false, |acc, p| index.refresh(p) | acc)
-            }
+            Changes::Paths(paths) => paths.iter().fold(false, |acc, p| index.refresh(p) | acc),
         };
         if changed {
             self.publish(index);
@@ -472,7 +482,7 @@ impl EvseSecurity {
         }
         let (result, from, until) = match parse_chain(chain_pem) {
             Some((chain, _)) if chain.len() <= MAX_CHAIN_DEPTH => {
-                let result = Self::verify_parsed(&snap, &chain, types);
+                let result = Self::verify_parsed(&snap, &chain, types, now);
                 // The verdict holds until the next notBefore or notAfter of
                 // the chain or of the bundles it was checked against.
                 let anchors = types
@@ -489,6 +499,10 @@ impl EvseSecurity {
             ),
             None => (CertificateValidationResult::Unknown, i64::MIN, i64::MAX),
         };
+        // An internal failure is not an answer to keep.
+        if result == CertificateValidationResult::Unknown && until != i64::MAX {
+            return Ok(result);
+        }
         let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
         if verdicts.len() >= MAX_CACHED_VERDICTS {
             verdicts.clear();
@@ -510,8 +524,8 @@ impl EvseSecurity {
         snap: &Snapshot,
         chain: &[CertFacts],
         types: &[LeafCertificateType],
+        now: i64,
     ) -> CertificateValidationResult {
-        let now = x509::now();
         let mut anchors: Vec<CaCertificateType> = types.iter().map(|t| t.anchor()).collect();
         anchors.sort();
         anchors.dedup();
@@ -670,9 +684,9 @@ fn validity_window<'a>(certs: impl Iterator<Item = &'a CertFacts>, now: i64) -> 
     let mut from = i64::MIN;
     let mut until = i64::MAX;
     for cert in certs {
-        // A certificate is valid from notBefore through notAfter, so its
-        // state changes at notBefore and at notAfter + 1.
-        for edge in [cert.not_before, cert.not_after.saturating_add(1)] {
+        // OpenSSL counts a certificate as valid from notBefore and expired
+        // from notAfter on, so its state changes at both instants.
+        for edge in [cert.not_before, cert.not_after] {
             if edge <= now {
                 from = from.max(edge);
             } else {
