@@ -21,6 +21,8 @@ commands:
   status                         version, certificates per store, leaf expiry, store usage
   list [TYPE...]                 installed certificates (V2GRootCertificate, MORootCertificate,
                                  CSMSRootCertificate, V2GCertificateChain, MFRootCertificate)
+  ca TYPE                        whether a valid root is installed, and the verify file and location
+  expiry TYPE                    whole days until the newest valid leaf expires (CSMS, V2G)
   install-ca TYPE FILE           install the CA certificate in FILE (V2G, MO, CSMS, MF)
   install-leaf TYPE FILE         install the leaf chain in FILE, leaf first (CSMS, V2G)
   delete HASH...                 delete by hash data ALG:ISSUER_NAME_HASH:ISSUER_KEY_HASH:SERIAL
@@ -195,6 +197,27 @@ async fn command(c: &Client, args: &[&str]) -> Result<Output, Failure> {
     match args {
         ["status"] => status(c).await,
         ["list", types @ ..] => list(c, types).await,
+        ["ca", ca] => {
+            let installed = c.is_ca_certificate_installed(ca).await?;
+            let file = c.get_verify_file(ca).await?;
+            let location = c.get_verify_location(ca).await?;
+            Ok(Output {
+                text: format!(
+                    "installed: {}\nverify file: {file}\nverify location: {location}\n",
+                    if installed { "yes" } else { "no" }
+                ),
+                json: json!({ "installed": installed, "verify_file": file, "verify_location": location }),
+                refused: !installed,
+            })
+        }
+        ["expiry", leaf] => {
+            let days = c.get_leaf_expiry_days_count(leaf).await?;
+            Ok(Output {
+                text: format!("{days}\n"),
+                json: json!({ "days": days }),
+                refused: days == 0,
+            })
+        }
         ["install-ca", ca, file] => {
             let r = c.install_ca_certificate(&read(file)?, ca).await?;
             Ok(Output::status(&r, &["Accepted"]))

@@ -125,6 +125,23 @@ fn evsecctl_commands_tables_json_and_exit_codes() {
         format!("Accepted  {mo_hash}\n")
     );
 
+    // Roots and expiry.
+    let (code, out, _) = ctl(&bus, &["ca", "V2G"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out,
+        format!(
+            "installed: yes\nverify file: {0}\nverify location: {0}\n",
+            store.path("ca/v2g/V2G_ROOT_CA.pem").display()
+        )
+    );
+    let (code, out, _) = ctl(&bus, &["--json", "expiry", "CSMS"]);
+    assert_eq!(code, Some(0));
+    let days = serde_json::from_str::<serde_json::Value>(&out).unwrap()["days"]
+        .as_i64()
+        .unwrap();
+    assert!((364..=365).contains(&days), "{out}");
+
     // CSR, info, OCSP, GC.
     let (code, out, _) = ctl(
         &bus,

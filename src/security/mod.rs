@@ -246,11 +246,15 @@ impl EvseSecurity {
             Ok(c) => c,
             Err(_) => return Ok((R::InvalidFormat, vec![])),
         };
+        let refused = |result: R| {
+            tracing::warn!(ca = %ca, subject = %cert.common_name(), %result, "CA certificate refused");
+            Ok((result, vec![]))
+        };
         if !cert.is_ca {
-            return Ok((R::InvalidCertificateChain, vec![]));
+            return refused(R::InvalidCertificateChain);
         }
         if !cert.is_valid_at(x509::now()) {
-            return Ok((R::Expired, vec![]));
+            return refused(R::Expired);
         }
         let limits = &self.layout.config.limits;
         Ok(self.write(|snap| {
@@ -267,6 +271,7 @@ impl EvseSecurity {
                 } else {
                     R::NoRootCertificateInstalled
                 };
+                tracing::warn!(ca = %ca, subject = %cert.common_name(), %result, "CA certificate refused");
                 return ((result, vec![]), vec![]);
             }
             let pem = match cert.x509.to_pem() {
