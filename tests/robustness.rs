@@ -1,0 +1,393 @@
+//! The daemon under stress: a corrupt store at start, many clients at
+//! once, SIGKILL in the middle of writes, and a full disk.
+
+mod common;
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use common::{client, tree_contents, Daemon, PrivateBus, TempStore};
+use evsec::testpki::{issue, CertSpec, Pki};
+
+/// Every certificate file under `dir` parses, and no temporary file is left.
+fn assert_store_sound(dir: &std::path::Path) {
+    for (path, bytes) in tree_contents(dir) {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !name.starts_with(".evsec-tmp-"),
+            "temporary file left: {}",
+            path.display()
+        );
+        if name.ends_with(".pem") {
+            let (certs, others) = evsec::x509::parse_pem_certificates(&bytes)
+                .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
+            assert_eq!(others, 0, "{}", path.display());
+            assert!(
+                !certs.is_empty() || bytes.is_empty(),
+                "{} holds no certificate",
+                path.display()
+            );
+        }
+        if name.ends_with(".key") {
+            openssl::pkey::PKey::private_key_from_pem(&bytes)
+                .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_store_starts_serves_and_stays_untouched() {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    // A truncated bundle, a garbage file in a directory bundle, an
+    // unparsable key and a key under another password.
+    let mo = store.path("ca/mo/MO_ROOT_CA.pem");
+    let text = std::fs::read_to_string(&mo).unwrap();
+    std::fs::write(&mo, &text[..text.len() / 2]).unwrap();
+    std::fs::create_dir_all(store.path("ca/mf-dir")).unwrap();
+    std::fs::write(store.path("ca/mf-dir/good.pem"), pki.mf_root.pem()).unwrap();
+    std::fs::write(
+        store.path("ca/mf-dir/garbage.pem"),
+        b"-----BEGIN CERTIFICATE-----\n%%%%\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        store.path("client/cso/broken.key"),
+        b"-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let locked = pki
+        .csms_leaf
+        .key
+        .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"other")
+        .unwrap();
+    std::fs::write(store.path("client/csms/CSMS_LEAF.key"), locked).unwrap();
+    let before = tree_contents(&store.certs);
+
+    let bus = PrivateBus::start();
+    let daemon = Daemon::start(&store.write_config("mf_ca_bundle = \"ca/mf-dir\"\n"), &bus);
+    let c = client(&bus).await;
+    assert!(
+        !c.is_ca_certificate_installed("MO").await.unwrap(),
+        "the truncated root is not served"
+    );
+    assert!(
+        c.is_ca_certificate_installed("MF").await.unwrap(),
+        "the good file beside the garbage is"
+    );
+    assert_eq!(
+        c.verify_certificate(&pki.secc_chain_pem(), &["V2G"])
+            .await
+            .unwrap(),
+        "Valid"
+    );
+    assert_eq!(
+        c.get_leaf_certificate_info("V2G", "PEM", false)
+            .await
+            .unwrap()
+            .0,
+        "Accepted"
+    );
+    assert_eq!(
+        c.get_leaf_certificate_info("CSMS", "PEM", false)
+            .await
+            .unwrap()
+            .0,
+        "PrivateKeyNotFound"
+    );
+
+    std::thread::sleep(Duration::from_millis(200));
+    let log = daemon.log();
+    for bad in [
+        "MO_ROOT_CA.pem",
+        "garbage.pem",
+        "broken.key",
+        "CSMS_LEAF.key",
+    ] {
+        assert_eq!(
+            log.lines().filter(|l| l.contains(bad)).count(),
+            1,
+            "{bad} named once:\n{log}"
+        );
+    }
+    // Only the daemon's lock file is new; every file of the store, the bad
+    // ones included, is byte-identical.
+    let after: Vec<_> = tree_contents(&store.certs)
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with(".evsecd.lock"))
+        .collect();
+    let changed: Vec<String> = before
+        .iter()
+        .filter(|f| !after.contains(f))
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    assert!(
+        changed.is_empty() && after.len() == before.len(),
+        "changed: {changed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_clients_at_once() {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    let bus = PrivateBus::start();
+    let _daemon = Daemon::start(&store.write_config(""), &bus);
+    let chain = pki.secc_chain_pem();
+    let roots: Vec<String> = (0..64)
+        .map(|i| {
+            issue(&CertSpec::ca(&format!("Concurrent Root {i}"), None), None)
+                .unwrap()
+                .pem()
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for (i, root) in roots.iter().cloned().enumerate() {
+        let c = client(&bus).await;
+        let chain = chain.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            for round in 0..10 {
+                let start = Instant::now();
+                let ok = match (i + round) % 4 {
+                    0 => c
+                        .verify_certificate(&chain, &["V2G"])
+                        .await
+                        .is_ok_and(|r| r == "Valid"),
+                    1 => c
+                        .get_installed_certificates(&["MORootCertificate"])
+                        .await
+                        .is_ok(),
+                    2 => c
+                        .get_leaf_certificate_info("V2G", "PEM", true)
+                        .await
+                        .is_ok_and(|r| r.0 == "Accepted"),
+                    _ => c
+                        .install_ca_certificate(&root, "MO")
+                        .await
+                        .is_ok_and(|r| r == "Accepted"),
+                };
+                latencies.push(start.elapsed());
+                errors += usize::from(!ok);
+            }
+            (errors, latencies)
+        }));
+    }
+    let mut errors = 0;
+    let mut latencies = Vec::new();
+    for t in tasks {
+        let (e, l) = tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("no deadlock")
+            .unwrap();
+        errors += e;
+        latencies.extend(l);
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    println!(
+        "64 clients × 10 calls: {errors} errors, p50 {:?}, p99 {:?}",
+        at(0.5),
+        at(0.99)
+    );
+    assert_eq!(errors, 0);
+    // Every root was installed exactly once.
+    let c = client(&bus).await;
+    let (_, chains) = c
+        .get_installed_certificates(&["MORootCertificate"])
+        .await
+        .unwrap();
+    assert_eq!(chains.len(), 65);
+    let distinct: HashSet<_> = chains.iter().map(|c| c.1.clone()).collect();
+    assert_eq!(distinct.len(), 65);
+    assert_eq!(c.certificate_entries().await.unwrap(), 10 + 64);
+    assert_store_sound(&store.certs);
+}
+
+/// How many SIGKILLs the crash test sends; `EVSEC_CRASH_KILLS` runs it
+/// longer.
+fn kills() -> usize {
+    std::env::var("EVSEC_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_writes_loses_nothing_accepted() {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    let bus = PrivateBus::start();
+    let config = store.write_config("");
+    let kills = kills();
+    let calls_per_life = 16;
+    let mut accepted_roots: Vec<String> = Vec::new();
+    let mut accepted_leaves: Vec<String> = Vec::new();
+    let mut calls = 0;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for life in 0..kills {
+        let mut daemon = Daemon::start(&config, &bus);
+        let c = client(&bus).await;
+        // The killer fires at a pseudo-random moment within this life.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_millis(5 + seed % 60);
+        let pid = daemon.child.id() as i32;
+        let killer = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        });
+        for i in 0..calls_per_life {
+            calls += 1;
+            let answer = match i % 3 {
+                0 => {
+                    let root = issue(&CertSpec::ca(&format!("Crash {life} {i}"), None), None)
+                        .unwrap()
+                        .pem();
+                    c.install_ca_certificate(&root, "MO")
+                        .await
+                        .map(|r| (r, Some(root), None))
+                }
+                1 => match c
+                    .generate_certificate_signing_request(
+                        "V2G",
+                        "DE",
+                        "O",
+                        &format!("crash-{life}-{i}"),
+                        false,
+                    )
+                    .await
+                {
+                    Ok((status, csr)) if status == "Accepted" => {
+                        let leaf =
+                            evsec::testpki::sign_csr(&csr, &CertSpec::leaf("crash"), &pki.cpo_sub2)
+                                .unwrap();
+                        let pem = String::from_utf8(leaf.to_pem().unwrap()).unwrap();
+                        c.update_leaf_certificate(&pem, "V2G")
+                            .await
+                            .map(|r| (r, None, Some(pem)))
+                    }
+                    Ok((status, _)) => Ok((status, None, None)),
+                    Err(e) => Err(e),
+                },
+                _ => c
+                    .garbage_collect()
+                    .await
+                    .map(|()| ("done".to_owned(), None, None)),
+            };
+            match answer {
+                Ok((r, Some(root), _)) if r == "Accepted" => accepted_roots.push(root),
+                Ok((r, _, Some(leaf))) if r == "Accepted" => accepted_leaves.push(leaf),
+                Ok(_) => {}
+                Err(_) => break, // killed
+            }
+        }
+        let _ = killer.await;
+        let _ = common::wait_with_timeout(&mut daemon.child, Duration::from_secs(5));
+    }
+    println!(
+        "{kills} kills, {calls} mutating calls, {} roots and {} leaves accepted",
+        accepted_roots.len(),
+        accepted_leaves.len()
+    );
+
+    // After the last kill: a clean start removes temporary files; every
+    // answered Accepted is there, and every file parses.
+    let daemon = Daemon::start(&config, &bus);
+    let c = client(&bus).await;
+    assert_store_sound(&store.certs);
+    let mo = std::fs::read_to_string(store.path("ca/mo/MO_ROOT_CA.pem")).unwrap();
+    let lost_roots = accepted_roots
+        .iter()
+        .filter(|r| !mo.contains(r.as_str()))
+        .count();
+    let leaf_files: String = tree_contents(&store.path("client/cso"))
+        .into_iter()
+        .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+        .collect();
+    let lost_leaves = accepted_leaves
+        .iter()
+        .filter(|l| !leaf_files.contains(l.as_str()))
+        .count();
+    println!("lost: {lost_roots} roots, {lost_leaves} leaves");
+    assert_eq!((lost_roots, lost_leaves), (0, 0));
+    assert!(c.is_ca_certificate_installed("MO").await.unwrap());
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_write_error_and_recovers() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+        return;
+    }
+    let pki = Pki::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("small");
+    std::fs::create_dir_all(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    let certs = mount.join("certs");
+    pki.write_everest_tree(&certs).unwrap();
+    let config = dir.path().join("evsec.toml");
+    std::fs::write(
+        &config,
+        format!("certs_directory = \"{}\"\n", certs.display()),
+    )
+    .unwrap();
+    let bus = PrivateBus::start();
+    let _daemon = Daemon::start(&config, &bus);
+    let c = client(&bus).await;
+
+    // Fill the file system, leaving a few bytes.
+    let filler = mount.join("filler");
+    let mut size = 0usize;
+    while std::fs::write(&filler, vec![0u8; size + 4096]).is_ok() {
+        size += 4096;
+    }
+    std::fs::write(&filler, vec![0u8; size]).unwrap();
+    let before = tree_contents(&certs);
+    let root = issue(&CertSpec::ca("No Room", None), None).unwrap();
+    assert_eq!(
+        c.install_ca_certificate(&root.pem(), "MO").await.unwrap(),
+        "WriteError"
+    );
+    assert_eq!(
+        c.generate_certificate_signing_request("V2G", "DE", "O", "x", false)
+            .await
+            .unwrap()
+            .0,
+        "GenerationError"
+    );
+    assert_eq!(tree_contents(&certs), before, "no partial file");
+    assert_store_sound(&certs);
+
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(
+        c.install_ca_certificate(&root.pem(), "MO").await.unwrap(),
+        "Accepted"
+    );
+    assert!(std::fs::read_to_string(certs.join("ca/mo/MO_ROOT_CA.pem"))
+        .unwrap()
+        .contains(&root.pem()));
+    let _ = std::fs::set_permissions(&mount, std::fs::Permissions::from_mode(0o755));
+}
