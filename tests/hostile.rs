@@ -143,6 +143,12 @@ async fn every_method_answers_hostile_input_and_the_store_stays_as_it_was() {
         c.install_ca_certificate(&near_limit, "MO"),
         v("InvalidFormat")
     );
+    let near_bus_limit = "A".repeat(30 << 20);
+    case!(
+        "install: 30 MiB, near the system bus limit",
+        c.install_ca_certificate(&near_bus_limit, "MO"),
+        Answer::InvalidArgs
+    );
     case!(
         "install: 1 MiB",
         c.install_ca_certificate(&over_limit, "MO"),

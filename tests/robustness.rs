@@ -206,8 +206,8 @@ async fn sixty_four_clients_at_once() {
     assert_store_sound(&store.certs);
 }
 
-/// How many SIGKILLs the crash test sends; `EVSEC_CRASH_KILLS` runs it
-/// longer.
+/// The least number of SIGKILLs the crash test sends;
+/// `EVSEC_CRASH_KILLS` runs it longer.
 fn kills() -> usize {
     std::env::var("EVSEC_CRASH_KILLS")
         .ok()
@@ -227,7 +227,10 @@ async fn sigkill_during_writes_loses_nothing_accepted() {
     let mut accepted_leaves: Vec<String> = Vec::new();
     let mut calls = 0;
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    for life in 0..kills {
+    // At least `kills` SIGKILLs and at least 300 mutating calls.
+    let mut life = 0;
+    while life < kills || calls < 300 {
+        life += 1;
         let mut daemon = Daemon::start(&config, &bus);
         let c = client(&bus).await;
         // The killer fires at a pseudo-random moment within this life.
@@ -290,7 +293,7 @@ async fn sigkill_during_writes_loses_nothing_accepted() {
         let _ = common::wait_with_timeout(&mut daemon.child, Duration::from_secs(5));
     }
     println!(
-        "{kills} kills, {calls} mutating calls, {} roots and {} leaves accepted",
+        "{life} kills, {calls} mutating calls, {} roots and {} leaves accepted",
         accepted_roots.len(),
         accepted_leaves.len()
     );
