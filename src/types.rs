@@ -4,6 +4,12 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// An enumeration of the contract, spelled as on the wire.
+pub trait ContractEnum: Copy {
+    /// The contract's spelling.
+    fn as_str(self) -> &'static str;
+}
+
 /// An enum string that is not one of the accepted values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{value}` is not a valid {enumeration}; expected one of: {accepted}")]
@@ -33,6 +39,12 @@ macro_rules! contract_enum {
                 match self {
                     $($name::$variant => $text),+
                 }
+            }
+        }
+
+        impl ContractEnum for $name {
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
             }
         }
 

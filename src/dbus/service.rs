@@ -16,9 +16,10 @@ use super::{
     ERROR_PREFIX, OBJECT_PATH,
 };
 use crate::access::{Caller, Need, Roles};
-use crate::security::{self, CertificateInfo, EvseSecurity, OcspRequest, StoreChange};
+use crate::security::{self, CertificateInfo, EvseSecurity, OcspRequest, Outcome, StoreChange};
 use crate::types::{
-    CaCertificateType, CertificateType, EncodingFormat, HashData, LeafCertificateType, UnknownValue,
+    CaCertificateType, CertificateType, ContractEnum, EncodingFormat, HashData,
+    LeafCertificateType, UnknownValue,
 };
 
 /// Blocking calls in flight at once; more wait, so that one client cannot
@@ -242,6 +243,18 @@ impl EvseSecurityInterface {
             .map_err(|e| BusError::Internal(format!("worker failed: {e}")))
     }
 
+    /// Runs a call that may change the store, announces what it changed
+    /// and answers its result value.
+    async fn change<R, F>(&self, emitter: &SignalEmitter<'_>, work: F) -> Result<String, BusError>
+    where
+        R: ContractEnum + Send + 'static,
+        F: FnOnce(&EvseSecurity) -> Result<Outcome<R>, security::Error> + Send + 'static,
+    {
+        let (result, changes) = self.blocking(work).await??;
+        self.announce(emitter, &changes).await;
+        Ok(result.as_str().to_owned())
+    }
+
     async fn announce(&self, emitter: &SignalEmitter<'_>, changes: &[StoreChange]) {
         if changes.is_empty() {
             return;
@@ -276,11 +289,10 @@ impl EvseSecurityInterface {
         self.authorize(&hdr, conn, Need::Write, "InstallCaCertificate")
             .await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
-        let (result, changes) = self
-            .blocking(move |s| s.install_ca_certificate(&certificate, ca))
-            .await??;
-        self.announce(&emitter, &changes).await;
-        Ok(result.as_str().to_owned())
+        self.change(&emitter, move |s| {
+            s.install_ca_certificate(&certificate, ca)
+        })
+        .await
     }
 
     /// Deletes the certificate with this hash data (contract 5.2).
@@ -295,9 +307,8 @@ impl EvseSecurityInterface {
         self.authorize(&hdr, conn, Need::Write, "DeleteCertificate")
             .await?;
         let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
-        let (result, changes) = self.blocking(move |s| s.delete_certificate(&query)).await?;
-        self.announce(&emitter, &changes).await;
-        Ok(result.as_str().to_owned())
+        self.change(&emitter, move |s| Ok(s.delete_certificate(&query)))
+            .await
     }
 
     /// Verifies a chain, leaf first, against the bundles of the given types
@@ -405,11 +416,10 @@ impl EvseSecurityInterface {
         self.authorize(&hdr, conn, Need::Write, "UpdateLeafCertificate")
             .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
-        let (result, changes) = self
-            .blocking(move |s| s.update_leaf_certificate(&certificate_chain, leaf))
-            .await??;
-        self.announce(&emitter, &changes).await;
-        Ok(result.as_str().to_owned())
+        self.change(&emitter, move |s| {
+            s.update_leaf_certificate(&certificate_chain, leaf)
+        })
+        .await
     }
 
     /// OCSP request data of the SECC leaves and their Sub-CAs (contract 5.6).
@@ -455,11 +465,10 @@ impl EvseSecurityInterface {
         self.authorize(&hdr, conn, Need::Write, "UpdateOcspCache")
             .await?;
         let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
-        let (result, changes) = self
-            .blocking(move |s| s.update_ocsp_cache(&query, &ocsp_response))
-            .await??;
-        self.announce(&emitter, &changes).await;
-        Ok(result.as_str().to_owned())
+        self.change(&emitter, move |s| {
+            s.update_ocsp_cache(&query, &ocsp_response)
+        })
+        .await
     }
 
     /// A new key in the key directory and a CSR for it (contract 5.10).
