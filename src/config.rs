@@ -86,6 +86,24 @@ pub struct Tpm {
     /// The OpenSSL provider that holds TPM keys.
     #[serde(default = "default_provider")]
     pub provider: String,
+    /// The property query for TPM key generation and key loading; unset:
+    /// `provider=<provider>`.
+    #[serde(default)]
+    pub propquery: Option<String>,
+    /// The TCTI the provider reaches the TPM through (`TPM2OPENSSL_TCTI`),
+    /// such as `device:/dev/tpmrm0`; unset: the environment's, else the
+    /// TSS default.
+    #[serde(default)]
+    pub tcti: Option<String>,
+}
+
+impl Tpm {
+    /// The property query in effect.
+    pub fn propquery(&self) -> String {
+        self.propquery
+            .clone()
+            .unwrap_or_else(|| format!("provider={}", self.provider))
+    }
 }
 
 impl Default for Tpm {
@@ -93,6 +111,8 @@ impl Default for Tpm {
         Tpm {
             enabled: false,
             provider: default_provider(),
+            propquery: None,
+            tcti: None,
         }
     }
 }
@@ -266,6 +286,7 @@ impl Config {
             gc: raw.gc,
         };
         config.check_limits()?;
+        config.check_tpm()?;
         Ok(config)
     }
 
@@ -300,6 +321,26 @@ impl Config {
         positive("limits.max_chain_bytes", self.limits.max_chain_bytes as u64)?;
         positive("gc.interval_seconds", self.gc.interval_seconds)?;
         positive("gc.keep_leaves", self.gc.keep_leaves as u64)
+    }
+
+    /// The TPM strings go to OpenSSL and the environment, which take no
+    /// NUL bytes.
+    fn check_tpm(&self) -> Result<(), ConfigError> {
+        let fields = [
+            ("tpm.provider", Some(&self.tpm.provider)),
+            ("tpm.propquery", self.tpm.propquery.as_ref()),
+            ("tpm.tcti", self.tpm.tcti.as_ref()),
+        ];
+        for (key, value) in fields {
+            let Some(value) = value else { continue };
+            if value.is_empty() || value.contains('\0') {
+                return Err(ConfigError::Value {
+                    key,
+                    message: "must be a non-empty string without NUL".into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The bundle path of a CA type.
@@ -421,5 +462,23 @@ mod tests {
             e,
             "config key `limits.max_store_entries`: must be greater than 0"
         );
+        let e = Config::parse("[tpm]\ntcti = \"swtpm:\\u0000\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config key `tpm.tcti`: must be a non-empty string without NUL"
+        );
+    }
+
+    #[test]
+    fn tpm_property_query_follows_the_provider() {
+        let c = Config::parse("[tpm]\nenabled = true\nprovider = \"tpm2x\"\n").unwrap();
+        assert_eq!(c.tpm.propquery(), "provider=tpm2x");
+        assert_eq!(c.tpm.tcti, None);
+        let c = Config::parse("[tpm]\npropquery = \"?provider=tpm2\"\ntcti = \"device:/dev/tpmrm0\"\n")
+            .unwrap();
+        assert_eq!(c.tpm.propquery(), "?provider=tpm2");
+        assert_eq!(c.tpm.tcti.as_deref(), Some("device:/dev/tpmrm0"));
     }
 }

@@ -9,6 +9,7 @@ use crate::access::Roles;
 use crate::config::Config;
 use crate::dbus::{self, Bus};
 use crate::security::EvseSecurity;
+use crate::tpm;
 
 /// The command line of `evsecd` (contract §2).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,22 +76,57 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(args: Args) -> ExitCode {
+/// Runs the daemon until SIGTERM or SIGINT, on a single-threaded runtime
+/// (the work itself runs on its blocking pool).
+pub fn run(args: Args) -> ExitCode {
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
     };
+    // The TPM provider reads its TCTI from the environment only, and the
+    // environment may be changed only while no other thread can read it.
+    if let Some(tcti) = config.tpm.tcti.as_deref().filter(|_| config.tpm.enabled) {
+        std::env::set_var(tpm::TCTI_VARIABLE, tcti);
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(start(config, args.bus)),
+        Err(e) => fail(&format!("cannot start the runtime: {e}")),
+    }
+}
+
+async fn start(config: Config, bus: Bus) -> ExitCode {
     let roles = match Roles::resolve(&config.access) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };
-    let security = match tokio::task::spawn_blocking(move || EvseSecurity::open(config)).await {
+    let open = move || {
+        log_tpm_status(&config.tpm);
+        EvseSecurity::open(config)
+    };
+    let security = match tokio::task::spawn_blocking(open).await {
         Ok(Ok(s)) => Arc::new(s),
         Ok(Err(e)) => return fail(&e.to_string()),
         Err(e) => return fail(&format!("start-up failed: {e}")),
     };
-    serve_until_signal(security, roles, &args.bus).await
+    serve_until_signal(security, roles, &bus).await
+}
+
+/// Loads and self-tests the TPM provider once, so that the log says at
+/// start whether TPM keys will work. The daemon starts either way: each TPM
+/// request loads the provider again and answers `KeyGenError` while it
+/// cannot.
+fn log_tpm_status(tpm: &crate::config::Tpm) {
+    if !tpm.enabled {
+        return;
+    }
+    let tcti = std::env::var(tpm::TCTI_VARIABLE).unwrap_or_else(|_| "the TSS default".into());
+    match tpm::probe(tpm) {
+        Ok(()) => tracing::info!(provider = %tpm.provider, propquery = %tpm.propquery(), %tcti, "TPM provider loaded and self-tested"),
+        Err(e) => tracing::error!(provider = %tpm.provider, %tcti, error = %e, "TPM keys unavailable"),
+    }
 }
 
 /// Serves an open store on `bus` until SIGTERM or SIGINT.

@@ -15,6 +15,7 @@ use openssl::pkey::PKey;
 use openssl::x509::store::X509Store;
 use openssl::x509::X509;
 
+use crate::config::Config;
 use crate::store::{self, BundleMode, FileKind, FileStamp, Layout};
 use crate::types::{CaCertificateType, HashAlgorithm, HashData, LeafCertificateType};
 use crate::x509::{self, CertFacts, Fingerprint};
@@ -49,6 +50,8 @@ pub struct KeyFile {
     pub stamp: FileStamp,
     /// Identity of the public key, `None` when the key cannot be opened.
     pub key_fingerprint: Option<Fingerprint>,
+    /// Whether it is a TPM key (a TSS2 PEM), never password-protected.
+    pub tpm: bool,
 }
 
 impl std::fmt::Debug for CertFacts {
@@ -153,11 +156,15 @@ impl Index {
         let path_buf = path.to_owned();
         let stored = match kind {
             FileKind::Certificates => Stored::Certs(Arc::new(self.read_cert_file(path, stamp))),
-            FileKind::Key => Stored::Key(Arc::new(KeyFile {
-                key_fingerprint: read_key(path, self.layout.config.private_key_password.as_deref()),
-                path: path_buf.clone(),
-                stamp,
-            })),
+            FileKind::Key => {
+                let (key_fingerprint, tpm) = read_key(path, &self.layout.config);
+                Stored::Key(Arc::new(KeyFile {
+                    key_fingerprint,
+                    tpm,
+                    path: path_buf.clone(),
+                    stamp,
+                }))
+            }
             FileKind::Ocsp => Stored::Ocsp(Arc::new(OcspFile {
                 hash: (path.extension().is_some_and(|e| e == "hash"))
                     .then(|| store::read_ocsp_hash(path))
@@ -381,20 +388,30 @@ fn parse_in_parallel(
     })
 }
 
-fn read_key(path: &Path, password: Option<&str>) -> Option<Fingerprint> {
+/// The identity of a key file's public key, and whether it is a TPM key. A
+/// `TSS2 PRIVATE KEY` is opened through the TPM provider, whatever the
+/// file's extension.
+fn read_key(path: &Path, config: &Config) -> (Option<Fingerprint>, bool) {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "key cannot be read");
-            return None;
+            return (None, false);
         }
     };
+    if crate::tpm::is_tpm_key(&bytes) {
+        let fingerprint = crate::tpm::key_fingerprint(&config.tpm, &bytes)
+            .inspect_err(|e| tracing::warn!(path = %path.display(), error = %e, "TPM key cannot be opened"))
+            .ok();
+        return (fingerprint, true);
+    }
     // A passphrase is always given, so OpenSSL never prompts on a terminal.
-    match PKey::private_key_from_pem_passphrase(&bytes, password.unwrap_or("").as_bytes()) {
-        Ok(key) => x509::public_key_fingerprint(&key),
+    let password = config.private_key_password.as_deref().unwrap_or("");
+    match PKey::private_key_from_pem_passphrase(&bytes, password.as_bytes()) {
+        Ok(key) => (x509::public_key_fingerprint(&key), false),
         Err(_) => {
-            tracing::warn!(path = %path.display(), "key cannot be opened (wrong password, or a TPM key without its provider)");
-            None
+            tracing::warn!(path = %path.display(), "key cannot be opened (wrong password, or not a PEM private key)");
+            (None, false)
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod index;
 pub mod security;
 pub mod store;
 pub mod testpki;
+pub mod tpm;
 pub mod types;
 pub mod watch;
 pub mod x509;

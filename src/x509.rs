@@ -453,11 +453,24 @@ pub fn generate_csr(
 ) -> Result<(openssl::pkey::PKey<openssl::pkey::Private>, String), openssl::error::ErrorStack> {
     use openssl::ec::{EcGroup, EcKey};
     use openssl::nid::Nid;
-    use openssl::x509::extension::{BasicConstraints, KeyUsage};
-    use openssl::x509::{X509NameBuilder, X509ReqBuilder};
 
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
     let key = openssl::pkey::PKey::from_ec_key(EcKey::generate(&group)?)?;
+    let mut req = unsigned_csr(subject, &key)?;
+    req.sign(&key, MessageDigest::sha256())?;
+    let pem = req.build().to_pem()?;
+    Ok((key, String::from_utf8_lossy(&pem).into_owned()))
+}
+
+/// The CSR of [`generate_csr`] for `key`, not yet signed.
+pub fn unsigned_csr(
+    subject: &CsrSubject,
+    key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+) -> Result<openssl::x509::X509ReqBuilder, openssl::error::ErrorStack> {
+    use openssl::nid::Nid;
+    use openssl::x509::extension::{BasicConstraints, KeyUsage};
+    use openssl::x509::{X509NameBuilder, X509ReqBuilder};
+
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_nid(Nid::COUNTRYNAME, &subject.country)?;
     name.append_entry_by_nid(Nid::ORGANIZATIONNAME, &subject.organization)?;
@@ -467,7 +480,7 @@ pub fn generate_csr(
     let mut req = X509ReqBuilder::new()?;
     req.set_version(0)?;
     req.set_subject_name(&name)?;
-    req.set_pubkey(&key)?;
+    req.set_pubkey(key)?;
     let mut extensions = Stack::new()?;
     extensions.push(
         KeyUsage::new()
@@ -478,9 +491,7 @@ pub fn generate_csr(
     )?;
     extensions.push(BasicConstraints::new().critical().build()?)?;
     req.add_extensions(&extensions)?;
-    req.sign(&key, MessageDigest::sha256())?;
-    let pem = req.build().to_pem()?;
-    Ok((key, String::from_utf8_lossy(&pem).into_owned()))
+    Ok(req)
 }
 
 /// The first OCSP responder URL of a certificate's Authority Information

@@ -4,8 +4,7 @@ use std::process::ExitCode;
 
 use evsec::daemon::{self, Args};
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = match Args::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
@@ -14,5 +13,5 @@ async fn main() -> ExitCode {
         }
     };
     daemon::init_logging();
-    daemon::run(args).await
+    daemon::run(args)
 }

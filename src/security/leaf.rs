@@ -7,6 +7,7 @@ use super::ocsp::cached_response;
 use super::{parse_chain, Error, EvseSecurity, Outcome, StoreChange};
 use crate::index::{Leaf, LeafDomain, Snapshot};
 use crate::store;
+use crate::tpm::{self, TpmError};
 use crate::types::{
     CertificateValidationResult as V, GetCertificateInfoStatus, GetCertificateSignRequestStatus,
     HashAlgorithm, HashData, InstallCertificateResult, LeafCertificateType, StoreOperation,
@@ -88,39 +89,45 @@ impl EvseSecurity {
         let Some((_, key_dir)) = self.config().leaf_dirs(leaf) else {
             return Ok(((S::InvalidRequestedType, String::new()), vec![]));
         };
-        if use_tpm {
-            let why = if self.config().tpm.enabled {
-                "TPM key generation is not available in this build"
-            } else {
-                "TPM keys are disabled ([tpm] enabled = false)"
-            };
-            tracing::warn!(leaf = %leaf, "CSR with use_tpm refused: {why}");
-            return Ok(((S::KeyGenError, String::new()), vec![]));
-        }
         let subject = CsrSubject {
             country: country.to_ascii_uppercase(),
             organization: organization.to_owned(),
             common_name: common_name.to_owned(),
         };
-        let (key, csr) = match x509::generate_csr(&subject) {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::error!(leaf = %leaf, error = %x509::first_error(&e), "CSR generation failed");
-                return Ok(((S::GenerationError, String::new()), vec![]));
+        let (key_pem, csr, extension) = if use_tpm {
+            match tpm::generate_csr(&self.config().tpm, &subject) {
+                Ok((key_pem, csr)) => (key_pem, csr, "tkey"),
+                Err(e) => {
+                    tracing::error!(leaf = %leaf, error = %e, "CSR with a TPM key failed");
+                    let status = match e {
+                        TpmError::Signing(_) => S::GenerationError,
+                        _ => S::KeyGenError,
+                    };
+                    return Ok(((status, String::new()), vec![]));
+                }
             }
-        };
-        let key_pem = match &self.config().private_key_password {
-            Some(password) => key.private_key_to_pem_pkcs8_passphrase(
-                openssl::symm::Cipher::aes_256_cbc(),
-                password.as_bytes(),
-            ),
-            None => key.private_key_to_pem_pkcs8(),
-        };
-        let Ok(key_pem) = key_pem else {
-            return Ok(((S::KeyGenError, String::new()), vec![]));
+        } else {
+            let (key, csr) = match x509::generate_csr(&subject) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::error!(leaf = %leaf, error = %x509::first_error(&e), "CSR generation failed");
+                    return Ok(((S::GenerationError, String::new()), vec![]));
+                }
+            };
+            let key_pem = match &self.config().private_key_password {
+                Some(password) => key.private_key_to_pem_pkcs8_passphrase(
+                    openssl::symm::Cipher::aes_256_cbc(),
+                    password.as_bytes(),
+                ),
+                None => key.private_key_to_pem_pkcs8(),
+            };
+            let Ok(key_pem) = key_pem else {
+                return Ok(((S::KeyGenError, String::new()), vec![]));
+            };
+            (key_pem, csr, "key")
         };
         let path = key_dir.join(format!(
-            "{}{}.key",
+            "{}{}.{extension}",
             store::leaf_prefix(leaf),
             store::random_suffix()
         ));
@@ -341,7 +348,12 @@ impl EvseSecurity {
                 .and_then(|r| r.x509.to_pem().ok())
                 .map(|p| String::from_utf8_lossy(&p).into_owned()),
             certificate_count: chain_file.map_or(1, |f| f.certs.len() as i32),
-            password: self.config().private_key_password.clone(),
+            // A TPM key is never password-protected.
+            password: self
+                .config()
+                .private_key_password
+                .clone()
+                .filter(|_| !snap.keys.iter().any(|k| k.tpm && leaf.key.as_ref() == Some(&k.path))),
             ocsp,
         }
     }

@@ -1,0 +1,273 @@
+//! TPM-held private keys through an OpenSSL 3 provider (tpm2-openssl).
+//!
+//! Every TPM operation runs in a library context of its own, with the
+//! default provider and the TPM provider loaded, and drops it when done:
+//! - the daemon's other cryptography never reaches the TPM provider, which
+//!   also offers digests, ciphers and random numbers that would otherwise
+//!   be picked for unrelated work;
+//! - the TPM connection is held only for the operation. A TPM without a
+//!   resource manager (swtpm, `/dev/tpm0`) serves one client at a time, and
+//!   the SECC and the OCPP client need it to use the keys.
+//!
+//! The key file is the provider's `TSS2 PRIVATE KEY` PEM: the key wrapped
+//! by the TPM's storage key, useless without that TPM.
+
+use std::ffi::{c_char, c_int, CString};
+use std::ptr;
+
+use foreign_types_shared::ForeignType;
+use openssl::error::ErrorStack;
+use openssl::lib_ctx::LibCtx;
+use openssl::md_ctx::MdCtx;
+use openssl::pkey::{PKey, Private};
+use openssl::provider::Provider;
+use openssl::x509::X509Req;
+
+use crate::config;
+use crate::x509::{self, CsrSubject, Fingerprint};
+
+/// The environment variable tpm2-openssl reads its TCTI from.
+pub const TCTI_VARIABLE: &str = "TPM2OPENSSL_TCTI";
+
+/// The first line of a key file the TPM provider writes.
+const TSS2_PEM_HEADER: &[u8] = b"-----BEGIN TSS2 PRIVATE KEY-----";
+
+/// Why a TPM operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TpmError {
+    /// `[tpm] enabled = false`.
+    #[error("TPM keys are disabled ([tpm] enabled = false)")]
+    Disabled,
+    /// The provider could not be loaded: not installed, or its TPM is not
+    /// reachable through the TCTI.
+    #[error("cannot load OpenSSL provider `{provider}`: {reason}")]
+    Load {
+        /// The provider name.
+        provider: String,
+        /// OpenSSL's first error.
+        reason: String,
+    },
+    /// The provider loaded but failed its self-test.
+    #[error("OpenSSL provider `{0}` failed its self-test")]
+    SelfTest(String),
+    /// The TPM did not generate a key.
+    #[error("TPM key generation failed: {0}")]
+    KeyGen(String),
+    /// The TPM did not sign.
+    #[error("TPM signing failed: {0}")]
+    Signing(String),
+    /// A key could not be encoded, or a key file not opened.
+    #[error("TPM key file: {0}")]
+    KeyFile(String),
+}
+
+fn first_error(e: &ErrorStack) -> String {
+    x509::first_error(e)
+}
+
+/// Whether a key file holds a TPM key (the provider's TSS2 PEM).
+pub fn is_tpm_key(pem: &[u8]) -> bool {
+    let start = pem.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(pem.len());
+    pem[start..].starts_with(TSS2_PEM_HEADER)
+}
+
+// Not bound by openssl-sys; in libcrypto since OpenSSL 3.0.
+unsafe extern "C" {
+    fn OSSL_PROVIDER_self_test(prov: *const openssl_sys::OSSL_PROVIDER) -> c_int;
+    fn EVP_DigestSignInit_ex(
+        ctx: *mut openssl_sys::EVP_MD_CTX,
+        pctx: *mut *mut openssl_sys::EVP_PKEY_CTX,
+        mdname: *const c_char,
+        libctx: *mut openssl_sys::OSSL_LIB_CTX,
+        props: *const c_char,
+        pkey: *mut openssl_sys::EVP_PKEY,
+        params: *const openssl_sys::OSSL_PARAM,
+    ) -> c_int;
+    fn X509_REQ_sign_ctx(req: *mut openssl_sys::X509_REQ, ctx: *mut openssl_sys::EVP_MD_CTX) -> c_int;
+}
+
+/// `OSSL_KEYMGMT_SELECT_KEYPAIR`: decode both halves of the key.
+const SELECT_KEYPAIR: c_int = 0x03;
+
+/// One TPM session: a library context with the default and the TPM
+/// provider. Fields drop in order, so the providers are unloaded (and the
+/// TPM released) before their context is freed.
+struct Session {
+    _tpm: Provider,
+    _default: Provider,
+    ctx: LibCtx,
+    propquery: CString,
+}
+
+impl Session {
+    fn open(tpm: &config::Tpm) -> Result<Session, TpmError> {
+        if !tpm.enabled {
+            return Err(TpmError::Disabled);
+        }
+        let load_error = |e: ErrorStack| TpmError::Load {
+            provider: tpm.provider.clone(),
+            reason: first_error(&e),
+        };
+        let ctx = LibCtx::new().map_err(load_error)?;
+        let default = Provider::load(Some(&ctx), "default").map_err(load_error)?;
+        let provider = Provider::load(Some(&ctx), &tpm.provider).map_err(load_error)?;
+        let propquery = CString::new(tpm.propquery()).map_err(|_| TpmError::Load {
+            provider: tpm.provider.clone(),
+            reason: "the property query holds a NUL byte".into(),
+        })?;
+        Ok(Session {
+            _tpm: provider,
+            _default: default,
+            ctx,
+            propquery,
+        })
+    }
+
+    /// A fresh EC P-256 key, generated inside the TPM.
+    fn generate_p256(&self) -> Result<PKey<Private>, TpmError> {
+        // SAFETY: the context and strings outlive the call; for "EC" the one
+        // variadic argument is the curve name. A non-null result is an
+        // owned EVP_PKEY.
+        let key = unsafe {
+            openssl_sys::EVP_PKEY_Q_keygen(
+                self.ctx.as_ptr(),
+                self.propquery.as_ptr(),
+                c"EC".as_ptr(),
+                c"P-256".as_ptr(),
+            )
+        };
+        if key.is_null() {
+            return Err(TpmError::KeyGen(first_error(&ErrorStack::get())));
+        }
+        // SAFETY: non-null and owned, checked above.
+        Ok(unsafe { PKey::from_ptr(key) })
+    }
+
+    /// Signs `req` with the TPM key `key` (ECDSA-SHA256). The signature is
+    /// fetched from this session: the default library context would pick
+    /// the default provider, which cannot use a key it cannot export.
+    fn sign_csr(&self, req: &X509Req, key: &PKey<Private>) -> Result<(), TpmError> {
+        let md = MdCtx::new().map_err(|e| TpmError::Signing(first_error(&e)))?;
+        // SAFETY: all pointers are valid and outlive the calls; `md` owns
+        // the signing context, which it frees on drop.
+        let ok = unsafe {
+            EVP_DigestSignInit_ex(
+                md.as_ptr(),
+                ptr::null_mut(),
+                c"SHA256".as_ptr(),
+                self.ctx.as_ptr(),
+                self.propquery.as_ptr(),
+                key.as_ptr(),
+                ptr::null(),
+            ) == 1
+                && X509_REQ_sign_ctx(req.as_ptr(), md.as_ptr()) > 0
+        };
+        if !ok {
+            return Err(TpmError::Signing(first_error(&ErrorStack::get())));
+        }
+        Ok(())
+    }
+
+    /// Opens a TSS2 PEM key file's key in the TPM.
+    fn load_key(&self, pem: &[u8]) -> Result<PKey<Private>, TpmError> {
+        let mut key: *mut openssl_sys::EVP_PKEY = ptr::null_mut();
+        // SAFETY: every pointer is valid for the calls; the decoder context
+        // is freed on every path, and writes an owned EVP_PKEY to `key` only
+        // on success.
+        unsafe {
+            let decoder = openssl_sys::OSSL_DECODER_CTX_new_for_pkey(
+                &mut key,
+                c"PEM".as_ptr(),
+                ptr::null(),
+                ptr::null(),
+                SELECT_KEYPAIR,
+                self.ctx.as_ptr(),
+                self.propquery.as_ptr(),
+            );
+            if decoder.is_null() {
+                return Err(TpmError::KeyFile(first_error(&ErrorStack::get())));
+            }
+            let mut data = pem.as_ptr();
+            let mut len = pem.len();
+            let ok = openssl_sys::OSSL_DECODER_from_data(decoder, &mut data, &mut len);
+            openssl_sys::OSSL_DECODER_CTX_free(decoder);
+            if ok != 1 || key.is_null() {
+                return Err(TpmError::KeyFile(first_error(&ErrorStack::get())));
+            }
+            Ok(PKey::from_ptr(key))
+        }
+    }
+}
+
+/// Loads the provider once, self-tests it and releases it: run at start so
+/// that the log says whether TPM keys will work.
+pub fn probe(tpm: &config::Tpm) -> Result<(), TpmError> {
+    let session = Session::open(tpm)?;
+    // SAFETY: the provider is loaded and alive for the call.
+    if unsafe { OSSL_PROVIDER_self_test(session._tpm.as_ptr()) } != 1 {
+        return Err(TpmError::SelfTest(tpm.provider.clone()));
+    }
+    Ok(())
+}
+
+/// A TPM key and a CSR signed by it: the key file's TSS2 PEM and the CSR
+/// PEM.
+pub fn generate_csr(tpm: &config::Tpm, subject: &CsrSubject) -> Result<(Vec<u8>, String), TpmError> {
+    let session = Session::open(tpm)?;
+    let key = session.generate_p256()?;
+    let signing = |e: ErrorStack| TpmError::Signing(first_error(&e));
+    let req = x509::unsigned_csr(subject, &key).map_err(signing)?.build();
+    session.sign_csr(&req, &key)?;
+    let csr = req.to_pem().map_err(signing)?;
+    let pem = key
+        .private_key_to_pem_pkcs8()
+        .map_err(|e| TpmError::KeyFile(first_error(&e)))?;
+    if !is_tpm_key(&pem) {
+        // The key would be written in the clear: never.
+        return Err(TpmError::KeyFile(format!(
+            "provider `{}` did not encode the key as a TSS2 key",
+            tpm.provider
+        )));
+    }
+    Ok((pem, String::from_utf8_lossy(&csr).into_owned()))
+}
+
+/// The fingerprint of a TSS2 PEM key file's public key.
+pub fn key_fingerprint(tpm: &config::Tpm, pem: &[u8]) -> Result<Fingerprint, TpmError> {
+    let session = Session::open(tpm)?;
+    let key = session.load_key(pem)?;
+    x509::public_key_fingerprint(&key)
+        .ok_or_else(|| TpmError::KeyFile("cannot encode the public key".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs against the TPM that `TPM2OPENSSL_TCTI` names, when set.
+    #[test]
+    fn csr_and_key_file_round_trip() {
+        if std::env::var_os("TPM2OPENSSL_TCTI").is_none() {
+            eprintln!("skipped: TPM2OPENSSL_TCTI is not set");
+            return;
+        }
+        let tpm = config::Tpm {
+            enabled: true,
+            ..config::Tpm::default()
+        };
+        probe(&tpm).unwrap();
+        let subject = CsrSubject {
+            country: "DE".into(),
+            organization: "Org".into(),
+            common_name: "CN1".into(),
+        };
+        let (pem, csr) = generate_csr(&tpm, &subject).unwrap();
+        let text = String::from_utf8(pem.clone()).unwrap();
+        assert!(text.starts_with("-----BEGIN TSS2 PRIVATE KEY-----"), "{text}");
+        let req = openssl::x509::X509Req::from_pem(csr.as_bytes()).unwrap();
+        let public = req.public_key().unwrap();
+        assert!(req.verify(&public).unwrap());
+        let fingerprint = x509::public_key_fingerprint(&public).unwrap();
+        assert_eq!(key_fingerprint(&tpm, &pem).unwrap(), fingerprint);
+    }
+}
