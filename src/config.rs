@@ -476,8 +476,9 @@ mod tests {
         let c = Config::parse("[tpm]\nenabled = true\nprovider = \"tpm2x\"\n").unwrap();
         assert_eq!(c.tpm.propquery(), "provider=tpm2x");
         assert_eq!(c.tpm.tcti, None);
-        let c = Config::parse("[tpm]\npropquery = \"?provider=tpm2\"\ntcti = \"device:/dev/tpmrm0\"\n")
-            .unwrap();
+        let c =
+            Config::parse("[tpm]\npropquery = \"?provider=tpm2\"\ntcti = \"device:/dev/tpmrm0\"\n")
+                .unwrap();
         assert_eq!(c.tpm.propquery(), "?provider=tpm2");
         assert_eq!(c.tpm.tcti.as_deref(), Some("device:/dev/tpmrm0"));
     }

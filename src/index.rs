@@ -401,7 +401,9 @@ fn read_key(path: &Path, config: &Config) -> (Option<Fingerprint>, bool) {
     };
     if crate::tpm::is_tpm_key(&bytes) {
         let fingerprint = crate::tpm::key_fingerprint(&config.tpm, &bytes)
-            .inspect_err(|e| tracing::warn!(path = %path.display(), error = %e, "TPM key cannot be opened"))
+            .inspect_err(
+                |e| tracing::warn!(path = %path.display(), error = %e, "TPM key cannot be opened"),
+            )
             .ok();
         return (fingerprint, true);
     }

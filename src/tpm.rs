@@ -67,7 +67,10 @@ fn first_error(e: &ErrorStack) -> String {
 
 /// Whether a key file holds a TPM key (the provider's TSS2 PEM).
 pub fn is_tpm_key(pem: &[u8]) -> bool {
-    let start = pem.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(pem.len());
+    let start = pem
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(pem.len());
     pem[start..].starts_with(TSS2_PEM_HEADER)
 }
 
@@ -83,7 +86,10 @@ unsafe extern "C" {
         pkey: *mut openssl_sys::EVP_PKEY,
         params: *const openssl_sys::OSSL_PARAM,
     ) -> c_int;
-    fn X509_REQ_sign_ctx(req: *mut openssl_sys::X509_REQ, ctx: *mut openssl_sys::EVP_MD_CTX) -> c_int;
+    fn X509_REQ_sign_ctx(
+        req: *mut openssl_sys::X509_REQ,
+        ctx: *mut openssl_sys::EVP_MD_CTX,
+    ) -> c_int;
 }
 
 /// `OSSL_KEYMGMT_SELECT_KEYPAIR`: decode both halves of the key.
@@ -212,7 +218,10 @@ pub fn probe(tpm: &config::Tpm) -> Result<(), TpmError> {
 
 /// A TPM key and a CSR signed by it: the key file's TSS2 PEM and the CSR
 /// PEM.
-pub fn generate_csr(tpm: &config::Tpm, subject: &CsrSubject) -> Result<(Vec<u8>, String), TpmError> {
+pub fn generate_csr(
+    tpm: &config::Tpm,
+    subject: &CsrSubject,
+) -> Result<(Vec<u8>, String), TpmError> {
     let session = Session::open(tpm)?;
     let key = session.generate_p256()?;
     let signing = |e: ErrorStack| TpmError::Signing(first_error(&e));
@@ -238,36 +247,4 @@ pub fn key_fingerprint(tpm: &config::Tpm, pem: &[u8]) -> Result<Fingerprint, Tpm
     let key = session.load_key(pem)?;
     x509::public_key_fingerprint(&key)
         .ok_or_else(|| TpmError::KeyFile("cannot encode the public key".into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Runs against the TPM that `TPM2OPENSSL_TCTI` names, when set.
-    #[test]
-    fn csr_and_key_file_round_trip() {
-        if std::env::var_os("TPM2OPENSSL_TCTI").is_none() {
-            eprintln!("skipped: TPM2OPENSSL_TCTI is not set");
-            return;
-        }
-        let tpm = config::Tpm {
-            enabled: true,
-            ..config::Tpm::default()
-        };
-        probe(&tpm).unwrap();
-        let subject = CsrSubject {
-            country: "DE".into(),
-            organization: "Org".into(),
-            common_name: "CN1".into(),
-        };
-        let (pem, csr) = generate_csr(&tpm, &subject).unwrap();
-        let text = String::from_utf8(pem.clone()).unwrap();
-        assert!(text.starts_with("-----BEGIN TSS2 PRIVATE KEY-----"), "{text}");
-        let req = openssl::x509::X509Req::from_pem(csr.as_bytes()).unwrap();
-        let public = req.public_key().unwrap();
-        assert!(req.verify(&public).unwrap());
-        let fingerprint = x509::public_key_fingerprint(&public).unwrap();
-        assert_eq!(key_fingerprint(&tpm, &pem).unwrap(), fingerprint);
-    }
 }

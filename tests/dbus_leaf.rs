@@ -3,28 +3,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
 
-use common::{client, next_update, ocsp_response, Daemon, PrivateBus, TempStore};
+use common::{client, next_update, ocsp_response, tls_handshake, Daemon, PrivateBus, TempStore};
 use evsec::testpki::{sign_csr, CertSpec, Pki};
 use evsec::types::HashAlgorithm;
 use evsec::x509::CertFacts;
-
-/// A store with the PKI's bundles, the CSMS leaf and no SECC leaf.
-fn store_without_secc_leaf(pki: &Pki) -> TempStore {
-    let store = TempStore::with_pki(pki);
-    for f in [
-        "client/cso/SECC_LEAF.pem",
-        "client/cso/CPO_CERT_SECC_LEAF_CHAIN.pem",
-        "client/cso/SECC_LEAF.key",
-    ] {
-        std::fs::remove_file(store.path(f)).unwrap();
-    }
-    store
-}
 
 fn openssl(args: &[&str]) -> std::process::Output {
     Command::new("openssl")
@@ -33,18 +19,10 @@ fn openssl(args: &[&str]) -> std::process::Output {
         .expect("openssl")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csr_sign_install_info_then_a_real_tls_handshake() {
     let pki = Pki::generate().unwrap();
-    let store = store_without_secc_leaf(&pki);
+    let store = TempStore::without_secc_leaf(&pki);
     let bus = PrivateBus::start();
     let _daemon = Daemon::start(
         &store.write_config("private_key_password = \"station-pw\"\n"),
@@ -128,52 +106,21 @@ async fn csr_sign_install_info_then_a_real_tls_handshake() {
     // trusts only the V2G root.
     let root = store.dir.path().join("v2g-root.pem");
     std::fs::write(&root, pki.v2g_root.pem()).unwrap();
-    let port = free_port().to_string();
-    let mut server = Command::new("openssl")
-        .args([
-            "s_server",
-            "-accept",
-            &port,
-            "-naccept",
-            "1",
+    let text = tls_handshake(
+        &[
             "-cert",
             &single,
             "-key",
             &key,
             "-cert_chain",
             &cert,
-        ])
-        .args(["-pass", "pass:station-pw", "-tls1_2"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(server.stdout.take().unwrap());
-    let mut line = String::new();
-    let start = Instant::now();
-    while !line.contains("ACCEPT") {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "s_server exited");
-        assert!(start.elapsed() < Duration::from_secs(10));
-    }
-    let client_out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-CAfile",
-        ])
-        .arg(&root)
-        .args(["-verify_return_error", "-brief"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    let text = String::from_utf8_lossy(&client_out.stderr).into_owned()
-        + &String::from_utf8_lossy(&client_out.stdout);
-    assert!(client_out.status.success(), "{text}");
+            "-pass",
+            "pass:station-pw",
+            "-tls1_2",
+        ],
+        &[],
+        &root,
+    );
     assert!(text.contains("Verification: OK"), "{text}");
     assert!(text.contains("SECC-0042"), "{text}");
 }
@@ -371,7 +318,7 @@ async fn firmware_signatures_made_with_openssl_dgst() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_collection_over_the_bus() {
     let pki = Pki::generate().unwrap();
-    let store = store_without_secc_leaf(&pki);
+    let store = TempStore::without_secc_leaf(&pki);
     let bus = PrivateBus::start();
     let _daemon = Daemon::start(&store.write_config(""), &bus);
     let c = client(&bus).await;

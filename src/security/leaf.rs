@@ -349,11 +349,12 @@ impl EvseSecurity {
                 .map(|p| String::from_utf8_lossy(&p).into_owned()),
             certificate_count: chain_file.map_or(1, |f| f.certs.len() as i32),
             // A TPM key is never password-protected.
-            password: self
-                .config()
-                .private_key_password
-                .clone()
-                .filter(|_| !snap.keys.iter().any(|k| k.tpm && leaf.key.as_ref() == Some(&k.path))),
+            password: self.config().private_key_password.clone().filter(|_| {
+                !snap
+                    .keys
+                    .iter()
+                    .any(|k| k.tpm && leaf.key.as_ref() == Some(&k.path))
+            }),
             ocsp,
         }
     }

@@ -42,6 +42,19 @@ impl TempStore {
         Config::parse(&text).expect("config")
     }
 
+    /// A store with the PKI's bundles, the CSMS leaf and no SECC leaf.
+    pub fn without_secc_leaf(pki: &Pki) -> TempStore {
+        let store = TempStore::with_pki(pki);
+        for f in [
+            "client/cso/SECC_LEAF.pem",
+            "client/cso/CPO_CERT_SECC_LEAF_CHAIN.pem",
+            "client/cso/SECC_LEAF.key",
+        ] {
+            std::fs::remove_file(store.path(f)).expect("remove SECC leaf");
+        }
+        store
+    }
+
     pub fn open(&self) -> EvseSecurity {
         EvseSecurity::open(self.config()).expect("open store")
     }
@@ -338,4 +351,133 @@ pub async fn next_update(updates: &mut evsec::dbus::StoreUpdates) -> (String, St
         .await
         .expect("signal within 10 s")
         .expect("signal stream open")
+}
+
+/// Runs `openssl s_server` for one connection with `server_args` (the
+/// certificate and key options) and `env`, connects `openssl s_client`
+/// trusting only `root`, and returns the client's output. Panics unless the
+/// handshake completed and verified.
+pub fn tls_handshake(server_args: &[&str], env: &[(&str, &str)], root: &Path) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+        .to_string();
+    // s_server exits when its stdin closes: keep it open.
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-accept", &port, "-naccept", "1"])
+        .args(server_args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    let mut out = BufReader::new(server.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let start = Instant::now();
+    while !line.contains("ACCEPT") {
+        line.clear();
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            let _ = server.kill();
+            let mut err = String::new();
+            let _ =
+                std::io::Read::read_to_string(server.stderr.as_mut().expect("stderr"), &mut err);
+            panic!("s_server exited: {err}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "s_server is not ready"
+        );
+    }
+    let client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-CAfile",
+        ])
+        .arg(root)
+        .args(["-verify_return_error", "-brief"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl");
+    // With -naccept 1 the server exits by itself, freeing its key (a TPM
+    // key's objects are flushed then).
+    wait_with_timeout(&mut server, Duration::from_secs(10));
+    let text = String::from_utf8_lossy(&client.stderr).into_owned()
+        + &String::from_utf8_lossy(&client.stdout);
+    assert!(client.status.success(), "{text}");
+    assert!(text.contains("Verification: OK"), "{text}");
+    // s_client can report a verified chain for a handshake that failed
+    // later: a cipher must have been agreed.
+    assert!(
+        text.contains("Ciphersuite: ") && !text.contains("(NONE)"),
+        "{text}"
+    );
+    text
+}
+
+/// A software TPM (swtpm) on a Unix socket in a temp dir, killed on drop.
+pub struct SoftwareTpm {
+    pub dir: tempfile::TempDir,
+    /// The TCTI string that reaches it.
+    pub tcti: String,
+    child: Child,
+}
+
+impl SoftwareTpm {
+    /// Starts swtpm; `None`, with the reason on stderr, when it cannot.
+    pub fn start() -> Option<SoftwareTpm> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("swtpm.sock");
+        std::fs::create_dir(dir.path().join("state")).expect("mkdir");
+        // The swtpm TCTI finds the control socket at `<socket>.ctrl`.
+        let spawned = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+            .arg("--tpmstate")
+            .arg(format!("dir={}", dir.path().join("state").display()))
+            .arg("--server")
+            .arg(format!("type=unixio,path={}", socket.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}.ctrl", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("SKIPPED: swtpm cannot start ({e}); install swtpm (.ci/deps)");
+                return None;
+            }
+        };
+        let start = Instant::now();
+        while !socket.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                let _ =
+                    std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err);
+                eprintln!("SKIPPED: swtpm exited with {status}: {err}");
+                return None;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                eprintln!("SKIPPED: swtpm did not open its socket within 10 s");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(SoftwareTpm {
+            tcti: format!("swtpm:path={}", socket.display()),
+            dir,
+            child,
+        })
+    }
+}
+
+impl Drop for SoftwareTpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,228 @@
+//! TPM-held keys end to end on a software TPM: evsecd generates the key in
+//! swtpm through the tpm2 OpenSSL provider, and `openssl s_server` serves
+//! TLS with the `.tkey` it wrote.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use common::{client, tls_handshake, Daemon, PrivateBus, SoftwareTpm, TempStore};
+use evsec::testpki::{sign_csr, CertSpec, Pki};
+use evsec::types::HashAlgorithm;
+use evsec::x509::CertFacts;
+
+/// The files in `dir` whose name ends with `suffix`, sorted.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    found.sort();
+    found
+}
+
+fn tpm_config(tcti: &str) -> String {
+    // A software-key password is set to show that TPM keys never use it.
+    format!("private_key_password = \"station-pw\"\n[tpm]\nenabled = true\ntcti = \"{tcti}\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csr_in_the_tpm_install_info_tls_gc_and_delete() {
+    let Some(tpm) = SoftwareTpm::start() else {
+        return;
+    };
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::without_secc_leaf(&pki);
+    let config = store.write_config(&tpm_config(&tpm.tcti));
+    let bus = PrivateBus::start();
+    let daemon = Daemon::start(&config, &bus);
+    let c = client(&bus).await;
+    assert!(
+        daemon.log().contains("TPM provider loaded and self-tested"),
+        "{}",
+        daemon.log()
+    );
+    let secc_dir = store.path("client/cso");
+    let keys_before = files_ending(&secc_dir, ".key");
+
+    // The CSR: signed by a key that the TPM made, kept as a TSS2 PEM.
+    let (status, csr) = c
+        .generate_certificate_signing_request("V2G", "DE", "Example CPO", "SECC-TPM-1", true)
+        .await
+        .unwrap();
+    assert_eq!(status, "Accepted", "{}", daemon.log());
+    let tkeys = files_ending(&secc_dir, ".tkey");
+    assert_eq!(tkeys.len(), 1, "{tkeys:?}");
+    let tkey = &tkeys[0];
+    let name = tkey.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("SECC_LEAF_"), "{name}");
+    assert_eq!(
+        files_ending(&secc_dir, ".key"),
+        keys_before,
+        "no software key"
+    );
+    let key_text = std::fs::read_to_string(tkey).unwrap();
+    assert!(
+        key_text.starts_with("-----BEGIN TSS2 PRIVATE KEY-----\n"),
+        "{key_text}"
+    );
+    assert!(!key_text.contains("ENCRYPTED"), "{key_text}");
+    let mode = std::fs::metadata(tkey).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600);
+    let req = openssl::x509::X509Req::from_pem(csr.as_bytes()).unwrap();
+    let public = req.public_key().unwrap();
+    assert!(req.verify(&public).unwrap(), "the CSR is signed by its key");
+    assert_eq!(
+        public.ec_key().unwrap().group().curve_name(),
+        Some(openssl::nid::Nid::X9_62_PRIME256V1)
+    );
+    let subject: Vec<String> = req
+        .subject_name()
+        .entries()
+        .map(|e| e.data().to_string().unwrap())
+        .collect();
+    assert_eq!(subject, ["DE", "Example CPO", "SECC-TPM-1", "CPO"]);
+
+    // A leaf for another key finds no private key; the CSR's leaf installs.
+    let stranger =
+        evsec::testpki::issue(&CertSpec::leaf("SECC-TPM-1"), Some(&pki.cpo_sub2)).unwrap();
+    let chain_tail = pki.cpo_sub2.pem() + &pki.cpo_sub1.pem();
+    assert_eq!(
+        c.update_leaf_certificate(&(stranger.pem() + &chain_tail), "V2G")
+            .await
+            .unwrap(),
+        "PrivateKeyNotFound"
+    );
+    let leaf = sign_csr(&csr, &CertSpec::leaf("SECC-TPM-1"), &pki.cpo_sub2).unwrap();
+    let leaf_pem = String::from_utf8(leaf.to_pem().unwrap()).unwrap();
+    let chain = leaf_pem.clone() + &chain_tail;
+    assert_eq!(
+        c.update_leaf_certificate(&chain, "V2G").await.unwrap(),
+        "Accepted"
+    );
+
+    let (status, info) = c
+        .get_leaf_certificate_info("V2G", "PEM", false)
+        .await
+        .unwrap();
+    assert_eq!(status, "Accepted");
+    assert_eq!(info.key.as_deref(), Some(tkey.to_str().unwrap()));
+    assert_eq!(info.password, None, "a TPM key has no password");
+    let single = info.certificate_single.unwrap();
+    let cert = info.certificate.unwrap();
+    assert_eq!(std::fs::read_to_string(&single).unwrap(), leaf_pem);
+    assert_eq!(std::fs::read_to_string(&cert).unwrap(), chain);
+
+    // The SECC's TLS server with the TPM key, as a station runs it, and a
+    // car that trusts only the V2G root; TLS 1.2 and 1.3.
+    let root = store.dir.path().join("v2g-root.pem");
+    std::fs::write(&root, pki.v2g_root.pem()).unwrap();
+    for version in ["-tls1_2", "-tls1_3"] {
+        let text = tls_handshake(
+            &[
+                "-provider",
+                "default",
+                "-provider",
+                "tpm2",
+                "-propquery",
+                "?tpm2.signature",
+                "-cert",
+                &single,
+                "-key",
+                tkey.to_str().unwrap(),
+                "-cert_chain",
+                &cert,
+                version,
+            ],
+            &[("TPM2OPENSSL_TCTI", tpm.tcti.as_str())],
+            &root,
+        );
+        assert!(text.contains("SECC-TPM-1"), "{text}");
+        let protocol = if version == "-tls1_2" {
+            "TLSv1.2"
+        } else {
+            "TLSv1.3"
+        };
+        assert!(
+            text.contains(&format!("Protocol version: {protocol}")),
+            "{text}"
+        );
+    }
+
+    // A restart opens the .tkey through the TPM again and pairs it.
+    drop(c);
+    assert_eq!(daemon.terminate(), Some(0));
+    let daemon = Daemon::start(&config, &bus);
+    let c = client(&bus).await;
+    let (status, info) = c
+        .get_leaf_certificate_info("V2G", "PEM", false)
+        .await
+        .unwrap();
+    assert_eq!(status, "Accepted", "{}", daemon.log());
+    assert_eq!(info.key.as_deref(), Some(tkey.to_str().unwrap()));
+
+    // Garbage collection: an old CSR's TPM key that no certificate took up
+    // goes; the key in use stays.
+    let (status, _) = c
+        .generate_certificate_signing_request("CSMS", "DE", "Example CPO", "CS-TPM-1", true)
+        .await
+        .unwrap();
+    assert_eq!(status, "Accepted");
+    let csms_dir = store.path("client/csms");
+    let abandoned = files_ending(&csms_dir, ".tkey");
+    assert_eq!(abandoned.len(), 1);
+    std::fs::File::options()
+        .write(true)
+        .open(&abandoned[0])
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(2 * 3600))
+        .unwrap();
+    c.garbage_collect().await.unwrap();
+    assert_eq!(files_ending(&csms_dir, ".tkey"), Vec::<PathBuf>::new());
+    assert_eq!(files_ending(&secc_dir, ".tkey"), tkeys);
+
+    // Deleting the SECC leaf deletes its TPM key with it.
+    let facts = |x: &openssl::x509::X509| CertFacts::new(x.clone()).unwrap();
+    let leaf_hash = facts(&leaf)
+        .hash_data(HashAlgorithm::SHA256, &facts(&pki.cpo_sub2.cert).key_bits)
+        .to_wire();
+    assert_eq!(c.delete_certificate(&leaf_hash).await.unwrap(), "Accepted");
+    assert_eq!(files_ending(&secc_dir, ".tkey"), Vec::<PathBuf>::new());
+    assert!(!Path::new(&single).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_tpm_answers_keygen_error_and_writes_nothing() {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::without_secc_leaf(&pki);
+    let nowhere = store.dir.path().join("no-tpm.sock");
+    let tcti = format!("swtpm:path={}", nowhere.display());
+    let bus = PrivateBus::start();
+    let daemon = Daemon::start(&store.write_config(&tpm_config(&tcti)), &bus);
+    let c = client(&bus).await;
+    let before = common::tree_contents(&store.certs);
+
+    let (status, csr) = c
+        .generate_certificate_signing_request("V2G", "DE", "Example CPO", "SECC-TPM-2", true)
+        .await
+        .unwrap();
+    assert_eq!((status.as_str(), csr.as_str()), ("KeyGenError", ""));
+    assert_eq!(common::tree_contents(&store.certs), before);
+    let log = daemon.log();
+    assert!(log.contains("TPM keys unavailable"), "{log}");
+    assert!(
+        log.contains("CSR with a TPM key failed")
+            && log.contains("cannot load OpenSSL provider `tpm2`"),
+        "{log}"
+    );
+
+    // Software keys are untouched by the TPM's absence.
+    let (status, _) = c
+        .generate_certificate_signing_request("V2G", "DE", "Example CPO", "SECC-SW", false)
+        .await
+        .unwrap();
+    assert_eq!(status, "Accepted");
+}
