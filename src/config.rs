@@ -95,6 +95,14 @@ pub struct Tpm {
     /// TSS default.
     #[serde(default)]
     pub tcti: Option<String>,
+    /// Seconds before TPM keys that could not be opened because the TPM
+    /// was unreachable are tried again.
+    #[serde(default = "default_tpm_retry_seconds")]
+    pub retry_seconds: u64,
+}
+
+fn default_tpm_retry_seconds() -> u64 {
+    30
 }
 
 impl Tpm {
@@ -113,6 +121,7 @@ impl Default for Tpm {
             provider: default_provider(),
             propquery: None,
             tcti: None,
+            retry_seconds: default_tpm_retry_seconds(),
         }
     }
 }
@@ -320,6 +329,7 @@ impl Config {
         positive("limits.max_pem_bytes", self.limits.max_pem_bytes as u64)?;
         positive("limits.max_chain_bytes", self.limits.max_chain_bytes as u64)?;
         positive("gc.interval_seconds", self.gc.interval_seconds)?;
+        positive("tpm.retry_seconds", self.tpm.retry_seconds)?;
         positive("gc.keep_leaves", self.gc.keep_leaves as u64)
     }
 

@@ -52,6 +52,9 @@ pub struct KeyFile {
     pub key_fingerprint: Option<Fingerprint>,
     /// Whether it is a TPM key (a TSS2 PEM), never password-protected.
     pub tpm: bool,
+    /// A TPM key read while its TPM could not be reached: read again
+    /// later (see [`Index::retry_tpm_keys`]).
+    pub awaits_tpm: bool,
 }
 
 impl std::fmt::Debug for CertFacts {
@@ -139,6 +142,30 @@ impl Index {
         changed
     }
 
+    /// Whether a TPM key waits for its TPM to be reachable.
+    pub fn awaits_tpm(&self) -> bool {
+        self.files
+            .values()
+            .any(|f| matches!(f, Stored::Key(k) if k.awaits_tpm))
+    }
+
+    /// Reads again the TPM keys that were read while their TPM could not be
+    /// reached (a TPM that comes up after the daemon, a resource manager
+    /// that restarts). Returns whether any could be read now.
+    pub fn retry_tpm_keys(&mut self) -> bool {
+        let mut read = false;
+        for stored in self.files.values_mut() {
+            let Stored::Key(key) = stored else { continue };
+            if !key.awaits_tpm {
+                continue;
+            }
+            let again = read_key(&key.path, key.stamp, &self.layout.config);
+            read |= again.key_fingerprint.is_some();
+            *key = Arc::new(again);
+        }
+        read
+    }
+
     /// Brings one path up to date with the disk: reads it when it is new or
     /// changed, forgets it when it is gone. Returns whether anything changed.
     pub fn refresh(&mut self, path: &Path) -> bool {
@@ -156,15 +183,7 @@ impl Index {
         let path_buf = path.to_owned();
         let stored = match kind {
             FileKind::Certificates => Stored::Certs(Arc::new(self.read_cert_file(path, stamp))),
-            FileKind::Key => {
-                let (key_fingerprint, tpm) = read_key(path, &self.layout.config);
-                Stored::Key(Arc::new(KeyFile {
-                    key_fingerprint,
-                    tpm,
-                    path: path_buf.clone(),
-                    stamp,
-                }))
-            }
+            FileKind::Key => Stored::Key(Arc::new(read_key(path, stamp, &self.layout.config))),
             FileKind::Ocsp => Stored::Ocsp(Arc::new(OcspFile {
                 hash: (path.extension().is_some_and(|e| e == "hash"))
                     .then(|| store::read_ocsp_hash(path))
@@ -388,34 +407,43 @@ fn parse_in_parallel(
     })
 }
 
-/// The identity of a key file's public key, and whether it is a TPM key. A
-/// `TSS2 PRIVATE KEY` is opened through the TPM provider, whatever the
-/// file's extension.
-fn read_key(path: &Path, config: &Config) -> (Option<Fingerprint>, bool) {
+/// Reads a key file for the identity of its public key. A `TSS2 PRIVATE
+/// KEY` is opened through the TPM provider, whatever the file's extension.
+fn read_key(path: &Path, stamp: FileStamp, config: &Config) -> KeyFile {
+    let mut key = KeyFile {
+        path: path.to_owned(),
+        stamp,
+        key_fingerprint: None,
+        tpm: false,
+        awaits_tpm: false,
+    };
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "key cannot be read");
-            return (None, false);
+            return key;
         }
     };
     if crate::tpm::is_tpm_key(&bytes) {
-        let fingerprint = crate::tpm::key_fingerprint(&config.tpm, &bytes)
-            .inspect_err(
-                |e| tracing::warn!(path = %path.display(), error = %e, "TPM key cannot be opened"),
-            )
-            .ok();
-        return (fingerprint, true);
+        key.tpm = true;
+        match crate::tpm::key_fingerprint(&config.tpm, &bytes) {
+            Ok(fingerprint) => key.key_fingerprint = Some(fingerprint),
+            Err(e) => {
+                key.awaits_tpm = matches!(e, crate::tpm::TpmError::Load { .. });
+                tracing::warn!(path = %path.display(), error = %e, "TPM key cannot be opened");
+            }
+        }
+        return key;
     }
     // A passphrase is always given, so OpenSSL never prompts on a terminal.
     let password = config.private_key_password.as_deref().unwrap_or("");
     match PKey::private_key_from_pem_passphrase(&bytes, password.as_bytes()) {
-        Ok(key) => (x509::public_key_fingerprint(&key), false),
+        Ok(pkey) => key.key_fingerprint = x509::public_key_fingerprint(&pkey),
         Err(_) => {
             tracing::warn!(path = %path.display(), "key cannot be opened (wrong password, or not a PEM private key)");
-            (None, false)
         }
     }
+    key
 }
 
 /// The issuers of `start` that `find_issuer` finds, nearest first: up to a

@@ -12,8 +12,10 @@
 //! The key file is the provider's `TSS2 PRIVATE KEY` PEM: the key wrapped
 //! by the TPM's storage key, useless without that TPM.
 
+use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int, CString};
 use std::ptr;
+use std::sync::{Mutex, MutexGuard};
 
 use foreign_types_shared::ForeignType;
 use openssl::error::ErrorStack;
@@ -95,14 +97,22 @@ unsafe extern "C" {
 /// `OSSL_KEYMGMT_SELECT_KEYPAIR`: decode both halves of the key.
 const SELECT_KEYPAIR: c_int = 0x03;
 
+/// Held for the life of a [`Session`]: one TPM operation at a time. A TPM
+/// without a resource manager (swtpm, `/dev/tpm0`) holds three loaded
+/// objects across all its clients, and concurrent sessions that each load
+/// a primary and a key run it out of memory (`TPM_RC_OBJECT_MEMORY`).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// One TPM session: a library context with the default and the TPM
 /// provider. Fields drop in order, so the providers are unloaded (and the
-/// TPM released) before their context is freed.
+/// TPM released) before their context is freed and the next session may
+/// start.
 struct Session {
     _tpm: Provider,
     _default: Provider,
     ctx: LibCtx,
     propquery: CString,
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Session {
@@ -114,6 +124,7 @@ impl Session {
             provider: tpm.provider.clone(),
             reason: first_error(&e),
         };
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let ctx = LibCtx::new().map_err(load_error)?;
         let default = Provider::load(Some(&ctx), "default").map_err(load_error)?;
         let provider = Provider::load(Some(&ctx), &tpm.provider).map_err(load_error)?;
@@ -126,6 +137,7 @@ impl Session {
             _default: default,
             ctx,
             propquery,
+            _turn: turn,
         })
     }
 
@@ -238,13 +250,48 @@ pub fn generate_csr(
             tpm.provider
         )));
     }
+    if let Some(fingerprint) = x509::public_key_fingerprint(&key) {
+        remember(&pem, fingerprint);
+    }
     Ok((pem, String::from_utf8_lossy(&csr).into_owned()))
 }
 
-/// The fingerprint of a TSS2 PEM key file's public key.
+/// The fingerprint of a TSS2 PEM key file's public key. Remembered by the
+/// file's content, so that a key this daemon generated, or read once, is
+/// never loaded into the TPM again to be paired: the TPM may be busy with
+/// the SECC or the OCPP client.
 pub fn key_fingerprint(tpm: &config::Tpm, pem: &[u8]) -> Result<Fingerprint, TpmError> {
+    if !tpm.enabled {
+        return Err(TpmError::Disabled);
+    }
+    if let Some(known) = known_key(pem) {
+        return Ok(known);
+    }
     let session = Session::open(tpm)?;
     let key = session.load_key(pem)?;
-    x509::public_key_fingerprint(&key)
-        .ok_or_else(|| TpmError::KeyFile("cannot encode the public key".into()))
+    let fingerprint = x509::public_key_fingerprint(&key)
+        .ok_or_else(|| TpmError::KeyFile("cannot encode the public key".into()))?;
+    remember(pem, fingerprint);
+    Ok(fingerprint)
+}
+
+/// Most key files remembered; beyond it the memory starts again.
+const KNOWN_KEYS_MAX: usize = 4096;
+
+/// Public-key fingerprints of TSS2 key files, by the SHA-256 of the file.
+/// A pure function of the bytes (the file holds the key's public area), so
+/// it never goes stale.
+static KNOWN_KEYS: Mutex<BTreeMap<Fingerprint, Fingerprint>> = Mutex::new(BTreeMap::new());
+
+fn known_key(pem: &[u8]) -> Option<Fingerprint> {
+    let known = KNOWN_KEYS.lock().unwrap_or_else(|e| e.into_inner());
+    known.get(&x509::sha256(pem)).copied()
+}
+
+fn remember(pem: &[u8], fingerprint: Fingerprint) {
+    let mut known = KNOWN_KEYS.lock().unwrap_or_else(|e| e.into_inner());
+    if known.len() >= KNOWN_KEYS_MAX {
+        known.clear();
+    }
+    known.insert(x509::sha256(pem), fingerprint);
 }

@@ -164,22 +164,39 @@ async fn csr_in_the_tpm_install_info_tls_gc_and_delete() {
     assert_eq!(status, "Accepted", "{}", daemon.log());
     assert_eq!(info.key.as_deref(), Some(tkey.to_str().unwrap()));
 
-    // Garbage collection: an old CSR's TPM key that no certificate took up
-    // goes; the key in use stays.
-    let (status, _) = c
-        .generate_certificate_signing_request("CSMS", "DE", "Example CPO", "CS-TPM-1", true)
-        .await
-        .unwrap();
-    assert_eq!(status, "Accepted");
+    // Three CSRs at once each get a key of their own (a TPM without a
+    // resource manager serves them one after the other). Garbage collection
+    // then removes these keys, which no certificate took up, once they are
+    // old; the key in use stays.
+    let csr = |cn: &'static str| {
+        c.generate_certificate_signing_request("CSMS", "DE", "Example CPO", cn, true)
+    };
+    let (a, b, d) = tokio::join!(csr("CS-TPM-1"), csr("CS-TPM-2"), csr("CS-TPM-3"));
+    let csrs = [a.unwrap(), b.unwrap(), d.unwrap()];
+    assert!(
+        csrs.iter().all(|(status, _)| status == "Accepted"),
+        "{csrs:?} {}",
+        daemon.log()
+    );
+    let public_keys: std::collections::HashSet<Vec<u8>> = csrs
+        .iter()
+        .map(|(_, pem)| {
+            let req = openssl::x509::X509Req::from_pem(pem.as_bytes()).unwrap();
+            req.public_key().unwrap().public_key_to_der().unwrap()
+        })
+        .collect();
+    assert_eq!(public_keys.len(), 3);
     let csms_dir = store.path("client/csms");
     let abandoned = files_ending(&csms_dir, ".tkey");
-    assert_eq!(abandoned.len(), 1);
-    std::fs::File::options()
-        .write(true)
-        .open(&abandoned[0])
-        .unwrap()
-        .set_modified(SystemTime::now() - Duration::from_secs(2 * 3600))
-        .unwrap();
+    assert_eq!(abandoned.len(), 3);
+    for key in &abandoned {
+        std::fs::File::options()
+            .write(true)
+            .open(key)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(2 * 3600))
+            .unwrap();
+    }
     c.garbage_collect().await.unwrap();
     assert_eq!(files_ending(&csms_dir, ".tkey"), Vec::<PathBuf>::new());
     assert_eq!(files_ending(&secc_dir, ".tkey"), tkeys);
@@ -225,4 +242,57 @@ async fn an_unreachable_tpm_answers_keygen_error_and_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(status, "Accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tpm_key_read_while_the_tpm_was_down_pairs_once_it_is_up() {
+    let Some(mut tpm) = SoftwareTpm::start() else {
+        return;
+    };
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::without_secc_leaf(&pki);
+    let config = store.write_config(&format!("{}retry_seconds = 1\n", tpm_config(&tpm.tcti)));
+    let bus = PrivateBus::start();
+    let daemon = Daemon::start(&config, &bus);
+    let c = client(&bus).await;
+    let (status, csr) = c
+        .generate_certificate_signing_request("V2G", "DE", "Example CPO", "SECC-TPM-3", true)
+        .await
+        .unwrap();
+    assert_eq!(status, "Accepted");
+    let leaf = sign_csr(&csr, &CertSpec::leaf("SECC-TPM-3"), &pki.cpo_sub2).unwrap();
+    let chain = String::from_utf8(leaf.to_pem().unwrap()).unwrap()
+        + &pki.cpo_sub2.pem()
+        + &pki.cpo_sub1.pem();
+    assert_eq!(
+        c.update_leaf_certificate(&chain, "V2G").await.unwrap(),
+        "Accepted"
+    );
+    drop(c);
+    assert_eq!(daemon.terminate(), Some(0));
+
+    // The station boots with the TPM not up yet: the daemon serves, and the
+    // leaf waits for its key.
+    tpm.stop();
+    let daemon = Daemon::start(&config, &bus);
+    let c = client(&bus).await;
+    let (status, _) = c
+        .get_leaf_certificate_info("V2G", "PEM", false)
+        .await
+        .unwrap();
+    assert_eq!(status, "PrivateKeyNotFound");
+    assert!(
+        daemon.log().contains("TPM key cannot be opened"),
+        "{}",
+        daemon.log()
+    );
+
+    tpm.resume().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, info) = c
+        .get_leaf_certificate_info("V2G", "PEM", false)
+        .await
+        .unwrap();
+    assert_eq!(status, "Accepted", "{}", daemon.log());
+    assert!(info.key.unwrap().ends_with(".tkey"));
 }

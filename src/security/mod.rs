@@ -5,8 +5,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
 
 use crate::access::Caller;
 use crate::config::{Config, ConfigError};
@@ -84,6 +85,10 @@ pub struct EvseSecurity {
     /// Recent `VerifyCertificate` verdicts by chain bytes and types: contract
     /// chains repeat, and parsing is most of a verification's cost.
     verdicts: Mutex<HashMap<Fingerprint, Verdict>>,
+    /// When TPM keys that waited for their TPM are read again, in
+    /// milliseconds after `opened`; 0 when none waits.
+    tpm_retry_at: AtomicU64,
+    opened: Instant,
     _lock: StoreLock,
 }
 
@@ -124,7 +129,7 @@ impl EvseSecurity {
             "store loaded from {}",
             layout.config.certs_directory.display()
         );
-        Ok(EvseSecurity {
+        let security = EvseSecurity {
             layout,
             watcher,
             writer: Mutex::new(index),
@@ -132,8 +137,12 @@ impl EvseSecurity {
             key_gid,
             watch_complete: AtomicBool::new(true),
             verdicts: Mutex::new(HashMap::new()),
+            tpm_retry_at: AtomicU64::new(0),
+            opened: Instant::now(),
             _lock: lock,
-        })
+        };
+        security.schedule_tpm_retry(&security.lock_writer());
+        Ok(security)
     }
 
     /// The configuration in force.
@@ -144,7 +153,7 @@ impl EvseSecurity {
     /// The current view of the store, with any hand edits applied.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         let watched = self.watch_complete.load(Ordering::Acquire);
-        if !watched || self.watcher.as_ref().is_none_or(Watcher::pending) {
+        if !watched || self.watcher.as_ref().is_none_or(Watcher::pending) || self.tpm_retry_due() {
             let mut index = self.lock_writer();
             self.apply_disk_changes(&mut index);
         }
@@ -173,7 +182,7 @@ impl EvseSecurity {
             }
             None => Changes::Rescan,
         };
-        let changed = match changes {
+        let mut changed = match changes {
             Changes::Rescan => {
                 // A watched directory went away or events were lost: watch
                 // again whatever exists now, and until every directory is
@@ -192,8 +201,35 @@ impl EvseSecurity {
             }
             Changes::Paths(paths) => paths.iter().fold(false, |acc, p| index.refresh(p) | acc),
         };
+        if self.tpm_retry_due() {
+            self.tpm_retry_at.store(0, Ordering::Release);
+            changed |= index.retry_tpm_keys();
+        }
+        self.schedule_tpm_retry(index);
         if changed {
             self.publish(index);
+        }
+    }
+
+    fn millis_since_open(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether TPM keys wait for their TPM and the time to try again came.
+    fn tpm_retry_due(&self) -> bool {
+        let at = self.tpm_retry_at.load(Ordering::Acquire);
+        at != 0 && self.millis_since_open() >= at
+    }
+
+    /// Sets the time to read again the TPM keys that wait for their TPM,
+    /// unless one is set; clears it when none waits.
+    fn schedule_tpm_retry(&self, index: &Index) {
+        if !index.awaits_tpm() {
+            self.tpm_retry_at.store(0, Ordering::Release);
+        } else if self.tpm_retry_at.load(Ordering::Acquire) == 0 {
+            let wait = self.layout.config.tpm.retry_seconds.saturating_mul(1000);
+            let at = self.millis_since_open().saturating_add(wait).max(1);
+            self.tpm_retry_at.store(at, Ordering::Release);
         }
     }
 
@@ -214,6 +250,7 @@ impl EvseSecurity {
             for path in &touched {
                 index.refresh(path);
             }
+            self.schedule_tpm_retry(&index);
             self.publish(&mut index);
         }
         result

@@ -423,61 +423,74 @@ pub struct SoftwareTpm {
     pub dir: tempfile::TempDir,
     /// The TCTI string that reaches it.
     pub tcti: String,
-    child: Child,
+    child: Option<Child>,
 }
 
 impl SoftwareTpm {
     /// Starts swtpm; `None`, with the reason on stderr, when it cannot.
     pub fn start() -> Option<SoftwareTpm> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("swtpm.sock");
         std::fs::create_dir(dir.path().join("state")).expect("mkdir");
+        let mut tpm = SoftwareTpm {
+            tcti: format!("swtpm:path={}", dir.path().join("swtpm.sock").display()),
+            dir,
+            child: None,
+        };
+        match tpm.resume() {
+            Ok(()) => Some(tpm),
+            Err(why) => {
+                eprintln!("SKIPPED: swtpm cannot start: {why}; install swtpm (.ci/deps)");
+                None
+            }
+        }
+    }
+
+    /// Stops the TPM; its state stays for [`SoftwareTpm::resume`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.path().join("swtpm.sock"));
+    }
+
+    /// Starts the TPM (again) on its state and socket.
+    pub fn resume(&mut self) -> Result<(), String> {
+        let socket = self.dir.path().join("swtpm.sock");
         // The swtpm TCTI finds the control socket at `<socket>.ctrl`.
-        let spawned = Command::new("swtpm")
+        let mut child = Command::new("swtpm")
             .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
             .arg("--tpmstate")
-            .arg(format!("dir={}", dir.path().join("state").display()))
+            .arg(format!("dir={}", self.dir.path().join("state").display()))
             .arg("--server")
             .arg(format!("type=unixio,path={}", socket.display()))
             .arg("--ctrl")
             .arg(format!("type=unixio,path={}.ctrl", socket.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("SKIPPED: swtpm cannot start ({e}); install swtpm (.ci/deps)");
-                return None;
-            }
-        };
+            .spawn()
+            .map_err(|e| e.to_string())?;
         let start = Instant::now();
         while !socket.exists() {
             if let Ok(Some(status)) = child.try_wait() {
                 let mut err = String::new();
                 let _ =
                     std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err);
-                eprintln!("SKIPPED: swtpm exited with {status}: {err}");
-                return None;
+                return Err(format!("exited with {status}: {err}"));
             }
             if start.elapsed() > Duration::from_secs(10) {
                 let _ = child.kill();
-                eprintln!("SKIPPED: swtpm did not open its socket within 10 s");
-                return None;
+                return Err("no socket within 10 s".into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(SoftwareTpm {
-            tcti: format!("swtpm:path={}", socket.display()),
-            dir,
-            child,
-        })
+        self.child = Some(child);
+        Ok(())
     }
 }
 
 impl Drop for SoftwareTpm {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
