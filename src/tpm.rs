@@ -295,3 +295,36 @@ fn remember(pem: &[u8], fingerprint: Fingerprint) {
     }
     known.insert(x509::sha256(pem), fingerprint);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tpm_keys_are_known_by_their_pem_label() {
+        assert!(is_tpm_key(b"-----BEGIN TSS2 PRIVATE KEY-----\nMII=\n"));
+        assert!(is_tpm_key(b"\n  -----BEGIN TSS2 PRIVATE KEY-----\n"));
+        assert!(!is_tpm_key(b"-----BEGIN PRIVATE KEY-----\nMII=\n"));
+        assert!(!is_tpm_key(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n"));
+        assert!(!is_tpm_key(b""));
+    }
+
+    #[test]
+    fn nothing_reaches_the_provider_while_disabled() {
+        let tpm = config::Tpm::default();
+        assert!(matches!(probe(&tpm), Err(TpmError::Disabled)));
+        let subject = CsrSubject {
+            country: "DE".into(),
+            organization: "O".into(),
+            common_name: "CN".into(),
+        };
+        assert!(matches!(
+            generate_csr(&tpm, &subject),
+            Err(TpmError::Disabled)
+        ));
+        assert!(matches!(
+            key_fingerprint(&tpm, TSS2_PEM_HEADER),
+            Err(TpmError::Disabled)
+        ));
+    }
+}

@@ -296,3 +296,29 @@ async fn a_tpm_key_read_while_the_tpm_was_down_pairs_once_it_is_up() {
     assert_eq!(status, "Accepted", "{}", daemon.log());
     assert!(info.key.unwrap().ends_with(".tkey"));
 }
+
+#[test]
+fn with_tpm_keys_disabled_a_tkey_never_pairs_and_is_never_collected() {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::without_secc_leaf(&pki);
+    // Any TSS2 PEM: without the provider it is never opened.
+    let tkey = store.path("client/cso/SECC_LEAF_0001.tkey");
+    std::fs::write(
+        &tkey,
+        "-----BEGIN TSS2 PRIVATE KEY-----\nMAA=\n-----END TSS2 PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&tkey)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(30 * 86_400))
+        .unwrap();
+    let security = store.open();
+    let changes = security.garbage_collect();
+    assert!(changes.is_empty(), "{changes:?}");
+    assert!(tkey.exists());
+    let snapshot = security.snapshot();
+    let key = snapshot.keys.iter().find(|k| k.path == tkey).unwrap();
+    assert!(key.tpm && key.key_fingerprint.is_none() && !key.awaits_tpm);
+}
