@@ -457,6 +457,10 @@ impl SoftwareTpm {
     /// Starts the TPM (again) on its state and socket.
     pub fn resume(&mut self) -> Result<(), String> {
         let socket = self.dir.path().join("swtpm.sock");
+        // A file, not a pipe: swtpm writes to stderr per connection, and a
+        // pipe that nobody reads would block it.
+        let log = self.dir.path().join("swtpm.log");
+        let stderr = std::fs::File::create(&log).map_err(|e| e.to_string())?;
         // The swtpm TCTI finds the control socket at `<socket>.ctrl`.
         let mut child = Command::new("swtpm")
             .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
@@ -467,15 +471,13 @@ impl SoftwareTpm {
             .arg("--ctrl")
             .arg(format!("type=unixio,path={}.ctrl", socket.display()))
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .map_err(|e| e.to_string())?;
         let start = Instant::now();
         while !socket.exists() {
             if let Ok(Some(status)) = child.try_wait() {
-                let mut err = String::new();
-                let _ =
-                    std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err);
+                let err = std::fs::read_to_string(&log).unwrap_or_default();
                 return Err(format!("exited with {status}: {err}"));
             }
             if start.elapsed() > Duration::from_secs(10) {
