@@ -124,8 +124,8 @@ fn log_tpm_status(tpm: &crate::config::Tpm) {
     }
     let tcti = std::env::var(tpm::TCTI_VARIABLE).unwrap_or_else(|_| "the TSS default".into());
     match tpm::probe(tpm) {
-        Ok(()) => {
-            tracing::info!(provider = %tpm.provider, propquery = %tpm.propquery(), %tcti, "TPM provider loaded and self-tested")
+        Ok(loaded) => {
+            tracing::info!(provider = %tpm.provider, %loaded, propquery = %tpm.propquery(), %tcti, "TPM provider loaded and self-tested")
         }
         Err(e) => {
             tracing::error!(provider = %tpm.provider, %tcti, error = %e, "TPM keys unavailable")

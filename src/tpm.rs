@@ -13,7 +13,7 @@
 //! by the TPM's storage key, useless without that TPM.
 
 use std::collections::BTreeMap;
-use std::ffi::{c_char, c_int, CString};
+use std::ffi::{c_char, c_int, CStr, CString};
 use std::ptr;
 use std::sync::{Mutex, MutexGuard};
 
@@ -92,6 +92,15 @@ unsafe extern "C" {
         req: *mut openssl_sys::X509_REQ,
         ctx: *mut openssl_sys::EVP_MD_CTX,
     ) -> c_int;
+    fn OSSL_PROVIDER_get_params(
+        prov: *const openssl_sys::OSSL_PROVIDER,
+        params: *mut openssl_sys::OSSL_PARAM,
+    ) -> c_int;
+    fn OSSL_PARAM_construct_utf8_ptr(
+        key: *const c_char,
+        buf: *mut *mut c_char,
+        bsize: usize,
+    ) -> openssl_sys::OSSL_PARAM;
 }
 
 /// `OSSL_KEYMGMT_SELECT_KEYPAIR`: decode both halves of the key.
@@ -218,14 +227,36 @@ impl Session {
 }
 
 /// Loads the provider once, self-tests it and releases it: run at start so
-/// that the log says whether TPM keys will work.
-pub fn probe(tpm: &config::Tpm) -> Result<(), TpmError> {
+/// that the log says whether TPM keys will work. Returns the provider's
+/// name and version as it reports them.
+pub fn probe(tpm: &config::Tpm) -> Result<String, TpmError> {
     let session = Session::open(tpm)?;
+    let provider = session._tpm.as_ptr();
     // SAFETY: the provider is loaded and alive for the call.
-    if unsafe { OSSL_PROVIDER_self_test(session._tpm.as_ptr()) } != 1 {
+    if unsafe { OSSL_PROVIDER_self_test(provider) } != 1 {
         return Err(TpmError::SelfTest(tpm.provider.clone()));
     }
-    Ok(())
+    let mut name: *mut c_char = ptr::null_mut();
+    let mut version: *mut c_char = ptr::null_mut();
+    // SAFETY: the parameters point at locals that outlive the call; the
+    // provider sets them to strings it owns, which live as long as it does
+    // and are copied before the session ends.
+    unsafe {
+        let mut params = [
+            OSSL_PARAM_construct_utf8_ptr(c"name".as_ptr(), &mut name, 0),
+            OSSL_PARAM_construct_utf8_ptr(c"version".as_ptr(), &mut version, 0),
+            openssl_sys::OSSL_PARAM_construct_end(),
+        ];
+        OSSL_PROVIDER_get_params(provider, params.as_mut_ptr());
+        let text = |p: *mut c_char| {
+            (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+        };
+        Ok(match (text(name), text(version)) {
+            (Some(name), Some(version)) => format!("{name} {version}"),
+            (Some(name), None) => name,
+            _ => tpm.provider.clone(),
+        })
+    }
 }
 
 /// A TPM key and a CSR signed by it: the key file's TSS2 PEM and the CSR
