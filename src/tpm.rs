@@ -5,9 +5,10 @@
 //! - the daemon's other cryptography never reaches the TPM provider, which
 //!   also offers digests, ciphers and random numbers that would otherwise
 //!   be picked for unrelated work;
-//! - the TPM connection is held only for the operation. A TPM without a
-//!   resource manager (swtpm, `/dev/tpm0`) serves one client at a time, and
-//!   the SECC and the OCPP client need it to use the keys.
+//! - the TPM connection and the TPM's object slots are held only for the
+//!   operation: the SECC and the OCPP client need them to use the keys, and
+//!   a TPM without a resource manager (swtpm, `/dev/tpm0`) has room for
+//!   three loaded objects across all its clients.
 //!
 //! The key file is the provider's `TSS2 PRIVATE KEY` PEM: the key wrapped
 //! by the TPM's storage key, useless without that TPM.
@@ -63,10 +64,6 @@ pub enum TpmError {
     KeyFile(String),
 }
 
-fn first_error(e: &ErrorStack) -> String {
-    x509::first_error(e)
-}
-
 /// Whether a key file holds a TPM key (the provider's TSS2 PEM).
 pub fn is_tpm_key(pem: &[u8]) -> bool {
     let start = pem
@@ -117,7 +114,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// TPM released) before their context is freed and the next session may
 /// start.
 struct Session {
-    _tpm: Provider,
+    provider: Provider,
     _default: Provider,
     ctx: LibCtx,
     propquery: CString,
@@ -131,7 +128,7 @@ impl Session {
         }
         let load_error = |e: ErrorStack| TpmError::Load {
             provider: tpm.provider.clone(),
-            reason: first_error(&e),
+            reason: x509::first_error(&e),
         };
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let ctx = LibCtx::new().map_err(load_error)?;
@@ -142,7 +139,7 @@ impl Session {
             reason: "the property query holds a NUL byte".into(),
         })?;
         Ok(Session {
-            _tpm: provider,
+            provider,
             _default: default,
             ctx,
             propquery,
@@ -164,7 +161,7 @@ impl Session {
             )
         };
         if key.is_null() {
-            return Err(TpmError::KeyGen(first_error(&ErrorStack::get())));
+            return Err(TpmError::KeyGen(x509::first_error(&ErrorStack::get())));
         }
         // SAFETY: non-null and owned, checked above.
         Ok(unsafe { PKey::from_ptr(key) })
@@ -174,7 +171,7 @@ impl Session {
     /// fetched from this session: the default library context would pick
     /// the default provider, which cannot use a key it cannot export.
     fn sign_csr(&self, req: &X509Req, key: &PKey<Private>) -> Result<(), TpmError> {
-        let md = MdCtx::new().map_err(|e| TpmError::Signing(first_error(&e)))?;
+        let md = MdCtx::new().map_err(|e| TpmError::Signing(x509::first_error(&e)))?;
         // SAFETY: all pointers are valid and outlive the calls; `md` owns
         // the signing context, which it frees on drop.
         let ok = unsafe {
@@ -190,7 +187,7 @@ impl Session {
                 && X509_REQ_sign_ctx(req.as_ptr(), md.as_ptr()) > 0
         };
         if !ok {
-            return Err(TpmError::Signing(first_error(&ErrorStack::get())));
+            return Err(TpmError::Signing(x509::first_error(&ErrorStack::get())));
         }
         Ok(())
     }
@@ -212,14 +209,17 @@ impl Session {
                 self.propquery.as_ptr(),
             );
             if decoder.is_null() {
-                return Err(TpmError::KeyFile(first_error(&ErrorStack::get())));
+                return Err(TpmError::KeyFile(x509::first_error(&ErrorStack::get())));
             }
+            // A key with an auth value fails to open rather than ask for it
+            // on a terminal.
+            openssl_sys::OSSL_DECODER_CTX_set_passphrase(decoder, c"".as_ptr().cast(), 0);
             let mut data = pem.as_ptr();
             let mut len = pem.len();
             let ok = openssl_sys::OSSL_DECODER_from_data(decoder, &mut data, &mut len);
             openssl_sys::OSSL_DECODER_CTX_free(decoder);
             if ok != 1 || key.is_null() {
-                return Err(TpmError::KeyFile(first_error(&ErrorStack::get())));
+                return Err(TpmError::KeyFile(x509::first_error(&ErrorStack::get())));
             }
             Ok(PKey::from_ptr(key))
         }
@@ -231,7 +231,7 @@ impl Session {
 /// name and version as it reports them.
 pub fn probe(tpm: &config::Tpm) -> Result<String, TpmError> {
     let session = Session::open(tpm)?;
-    let provider = session._tpm.as_ptr();
+    let provider = session.provider.as_ptr();
     // SAFETY: the provider is loaded and alive for the call.
     if unsafe { OSSL_PROVIDER_self_test(provider) } != 1 {
         return Err(TpmError::SelfTest(tpm.provider.clone()));
@@ -267,13 +267,13 @@ pub fn generate_csr(
 ) -> Result<(Vec<u8>, String), TpmError> {
     let session = Session::open(tpm)?;
     let key = session.generate_p256()?;
-    let signing = |e: ErrorStack| TpmError::Signing(first_error(&e));
+    let signing = |e: ErrorStack| TpmError::Signing(x509::first_error(&e));
     let req = x509::unsigned_csr(subject, &key).map_err(signing)?.build();
     session.sign_csr(&req, &key)?;
     let csr = req.to_pem().map_err(signing)?;
     let pem = key
         .private_key_to_pem_pkcs8()
-        .map_err(|e| TpmError::KeyFile(first_error(&e)))?;
+        .map_err(|e| TpmError::KeyFile(x509::first_error(&e)))?;
     if !is_tpm_key(&pem) {
         // The key would be written in the clear: never.
         return Err(TpmError::KeyFile(format!(

@@ -24,6 +24,14 @@ fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     found
 }
 
+fn evsecctl(bus: &PrivateBus, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_evsecctl"))
+        .args(["--bus", &bus.address])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn tpm_config(tcti: &str) -> String {
     // A software-key password is set to show that TPM keys never use it.
     format!("private_key_password = \"station-pw\"\n[tpm]\nenabled = true\ntcti = \"{tcti}\"\n")
@@ -226,6 +234,22 @@ async fn an_unreachable_tpm_answers_keygen_error_and_writes_nothing() {
         .await
         .unwrap();
     assert_eq!((status.as_str(), csr.as_str()), ("KeyGenError", ""));
+    let out = evsecctl(
+        &bus,
+        &[
+            "csr",
+            "V2G",
+            "--country",
+            "DE",
+            "--org",
+            "O",
+            "--cn",
+            "SECC-TPM-2",
+            "--tpm",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "KeyGenError\n");
     assert_eq!(common::tree_contents(&store.certs), before);
     let log = daemon.log();
     assert!(log.contains("TPM keys unavailable"), "{log}");
@@ -254,11 +278,27 @@ async fn a_tpm_key_read_while_the_tpm_was_down_pairs_once_it_is_up() {
     let bus = PrivateBus::start();
     let daemon = Daemon::start(&config, &bus);
     let c = client(&bus).await;
-    let (status, csr) = c
-        .generate_certificate_signing_request("V2G", "DE", "Example CPO", "SECC-TPM-3", true)
-        .await
-        .unwrap();
-    assert_eq!(status, "Accepted");
+    // The operator's way: evsecctl.
+    let csr = evsecctl(
+        &bus,
+        &[
+            "csr",
+            "V2G",
+            "--country",
+            "DE",
+            "--org",
+            "Example CPO",
+            "--cn",
+            "SECC-TPM-3",
+            "--tpm",
+        ],
+    );
+    assert_eq!(csr.status.code(), Some(0), "{csr:?}");
+    let csr = String::from_utf8(csr.stdout).unwrap();
+    assert!(
+        csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
+        "{csr}"
+    );
     let leaf = sign_csr(&csr, &CertSpec::leaf("SECC-TPM-3"), &pki.cpo_sub2).unwrap();
     let chain = String::from_utf8(leaf.to_pem().unwrap()).unwrap()
         + &pki.cpo_sub2.pem()
