@@ -24,10 +24,11 @@ fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     found
 }
 
-fn evsecctl(bus: &PrivateBus, args: &[&str]) -> std::process::Output {
+/// `evsecctl csr V2G … --tpm`, the operator's way to a TPM key.
+fn evsecctl_tpm_csr(bus: &PrivateBus, common_name: &str) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_evsecctl"))
-        .args(["--bus", &bus.address])
-        .args(args)
+        .args(["--bus", &bus.address, "csr", "V2G", "--country", "DE"])
+        .args(["--org", "Example CPO", "--cn", common_name, "--tpm"])
         .output()
         .unwrap()
 }
@@ -234,20 +235,7 @@ async fn an_unreachable_tpm_answers_keygen_error_and_writes_nothing() {
         .await
         .unwrap();
     assert_eq!((status.as_str(), csr.as_str()), ("KeyGenError", ""));
-    let out = evsecctl(
-        &bus,
-        &[
-            "csr",
-            "V2G",
-            "--country",
-            "DE",
-            "--org",
-            "O",
-            "--cn",
-            "SECC-TPM-2",
-            "--tpm",
-        ],
-    );
+    let out = evsecctl_tpm_csr(&bus, "SECC-TPM-2");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "KeyGenError\n");
     assert_eq!(common::tree_contents(&store.certs), before);
@@ -278,21 +266,7 @@ async fn a_tpm_key_read_while_the_tpm_was_down_pairs_once_it_is_up() {
     let bus = PrivateBus::start();
     let daemon = Daemon::start(&config, &bus);
     let c = client(&bus).await;
-    // The operator's way: evsecctl.
-    let csr = evsecctl(
-        &bus,
-        &[
-            "csr",
-            "V2G",
-            "--country",
-            "DE",
-            "--org",
-            "Example CPO",
-            "--cn",
-            "SECC-TPM-3",
-            "--tpm",
-        ],
-    );
+    let csr = evsecctl_tpm_csr(&bus, "SECC-TPM-3");
     assert_eq!(csr.status.code(), Some(0), "{csr:?}");
     let csr = String::from_utf8(csr.stdout).unwrap();
     assert!(
