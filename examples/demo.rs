@@ -20,7 +20,7 @@ use evsec::{Config, EvseSecurity};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    daemon::init_logging();
+    evsec::logging::init();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     if let Err(e) = std::env::set_current_dir(root) {
         eprintln!("demo: {e}");

@@ -52,30 +52,6 @@ impl Args {
     }
 }
 
-/// Logs to the journal when started by systemd with its output connected
-/// to it (`JOURNAL_STREAM`), else readable lines on stderr; filtered by
-/// `RUST_LOG` (default `info`).
-pub fn init_logging() {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let journald = std::env::var_os("JOURNAL_STREAM")
-        .and_then(|_| tracing_journald::layer().ok())
-        .map(|layer| layer.with_syslog_identifier("evsecd".into()));
-    let stderr = journald.is_none().then(|| {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_target(false)
-    });
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(journald)
-        .with(stderr)
-        .try_init();
-}
-
 /// Runs the daemon until SIGTERM or SIGINT, on a single-threaded runtime
 /// (the work itself runs on its blocking pool).
 pub fn run(args: Args) -> ExitCode {
@@ -149,12 +125,24 @@ pub async fn serve_until_signal(security: Arc<EvseSecurity>, roles: Roles, bus: 
     };
     tracing::info!(name = dbus::BUS_NAME, bus = %bus, "ready");
     notify_ready();
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
-    }
+    let code = tokio::select! {
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: stopping");
+            ExitCode::SUCCESS
+        }
+        _ = int.recv() => {
+            tracing::info!("SIGINT: stopping");
+            ExitCode::SUCCESS
+        }
+        // A daemon that nobody can reach must not hold the store lock:
+        // exit with a failure, so that systemd restarts it.
+        _ = server.closed() => {
+            tracing::error!("the {bus} bus connection closed: exiting");
+            fail(&format!("the {bus} bus connection closed"))
+        }
+    };
     drop(server);
-    ExitCode::SUCCESS
+    code
 }
 
 fn fail(message: &str) -> ExitCode {

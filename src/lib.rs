@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod dbus;
 pub mod index;
+pub mod logging;
 pub mod security;
 pub mod store;
 pub mod testpki;

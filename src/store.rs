@@ -497,19 +497,51 @@ pub fn ocsp_hash_text(hash: &crate::types::HashData) -> String {
     )
 }
 
-/// SHA-256 of a regular file, read in 64 KiB pieces so that memory does not
-/// grow with the file. FIFOs, devices, directories and the like are
-/// refused without blocking: the file is opened non-blocking and checked
-/// before any read.
+/// SHA-256 of a regular file named by path, read as [`sha256_of_open_file`]
+/// does. FIFOs, devices, directories and the like are refused without
+/// blocking: the file is opened non-blocking and checked before any read.
+/// With a `reader`, only a file that caller could read itself is hashed.
 pub fn sha256_of_regular_file(
     path: &Path,
     reader: Option<&crate::access::Caller>,
 ) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
+    let meta = regular_file_metadata(&file)?;
+    if reader.is_some_and(|r| !r.may_read(meta.uid(), meta.gid(), meta.mode())) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the caller may not read this file",
+        ));
+    }
+    sha256_of_open_file(&file)
+}
+
+/// SHA-256 of an open regular file from its first byte, read in 64 KiB
+/// pieces so that memory does not grow with the file. Reads are positioned,
+/// so a descriptor shared with a caller keeps its offset.
+pub fn sha256_of_open_file(file: &File) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    regular_file_metadata(file)?;
+    let mut hasher = openssl::hash::Hasher::new(openssl::hash::MessageDigest::sha256())?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut offset = 0u64;
+    loop {
+        let n = match file.read_at(&mut buf, offset) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n])?;
+        offset += n as u64;
+    }
+    Ok(hasher.finish()?.to_vec())
+}
+
+fn regular_file_metadata(file: &File) -> io::Result<fs::Metadata> {
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(io::Error::new(
@@ -517,22 +549,7 @@ pub fn sha256_of_regular_file(
             "not a regular file",
         ));
     }
-    if reader.is_some_and(|r| !r.may_read(meta.uid(), meta.gid(), meta.mode())) {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "the caller may not read this file",
-        ));
-    }
-    let mut hasher = openssl::hash::Hasher::new(openssl::hash::MessageDigest::sha256())?;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n])?;
-    }
-    Ok(hasher.finish()?.to_vec())
+    Ok(meta)
 }
 
 /// Holds the store's lock file for the life of the daemon, so that two

@@ -1,13 +1,18 @@
 //! Access control for real: a system-bus-like dbus-daemon with the shipped
-//! policy file, evsecd as the `evsec` user, and callers as other Unix users.
-//! Needs root (to create users and switch to them); skipped otherwise.
+//! policy file, evsecd as a service user, and callers as other Unix users.
+//! Each test makes its own users and groups under names unique to it, and
+//! removes them again. Needs root (to create users and switch to them);
+//! skipped otherwise. The package's own names, on a real system bus, are
+//! tested by `tests/station.rs`.
 
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::TempStore;
@@ -15,10 +20,6 @@ use evsec::testpki::Pki;
 
 const DEST: &str = "org.evsec.EvseSecurity1";
 const PATH: &str = "/org/evsec/EvseSecurity1";
-const WRITER: &str = "evsec-test-writer";
-const READER: &str = "evsec-test-reader";
-const OTHER: &str = "evsec-test-other";
-
 fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -31,43 +32,134 @@ fn run(cmd: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("{cmd}: {e}"))
 }
 
-/// Creates the service user, the role groups and the test callers, as the
-/// package's postinst would; existing ones are kept.
-fn ensure_users() {
-    for group in ["evsec", "evsec-write", "evsec-read"] {
-        if !run("getent", &["group", group]).status.success() {
+/// useradd and groupadd lock /etc/passwd and /etc/group, and give up when
+/// another one holds the lock: one at a time within this binary.
+static ACCOUNTS: Mutex<()> = Mutex::new(());
+
+/// The service user and the station's roles of one test, under names unique
+/// to it (the shipped policy is rewritten to them), removed again on drop:
+/// tests run in parallel and leave no accounts behind.
+struct TestUsers {
+    service: String,
+    writer: String,
+    reader: String,
+    other: String,
+    write_group: String,
+    read_group: String,
+    service_group: String,
+}
+
+impl TestUsers {
+    fn create() -> TestUsers {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let tag = format!(
+            "evt{:x}{:x}{}",
+            std::process::id(),
+            nanos & 0xfff,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let users = TestUsers {
+            service: format!("{tag}-svc"),
+            writer: format!("{tag}-wr"),
+            reader: format!("{tag}-rd"),
+            other: format!("{tag}-ot"),
+            write_group: format!("{tag}-write"),
+            read_group: format!("{tag}-read"),
+            service_group: format!("{tag}-sg"),
+        };
+        let _lock = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+        for group in [&users.service_group, &users.write_group, &users.read_group] {
+            let out = run("groupadd", &["--system", group]);
             assert!(
-                run("groupadd", &["--system", group]).status.success(),
-                "groupadd {group}"
+                out.status.success(),
+                "groupadd {group}: {}",
+                String::from_utf8_lossy(&out.stderr)
             );
         }
-    }
-    let users = [
-        ("evsec", "evsec"),
-        (WRITER, "evsec-write"),
-        (READER, "evsec-read"),
-        (OTHER, ""),
-    ];
-    for (user, group) in users {
-        if !run("getent", &["passwd", user]).status.success() {
-            let mut args = vec![
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ];
-            if user == "evsec" {
-                args.extend(["--gid", "evsec"]);
-            } else if !group.is_empty() {
-                args.extend(["--groups", group]);
-            }
-            args.push(user);
-            let out = run("useradd", &args);
+        for (user, group) in users.accounts() {
+            let out = run(
+                "useradd",
+                &[
+                    "--system",
+                    "--no-create-home",
+                    "--no-user-group",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    "--gid",
+                    group,
+                    user,
+                ],
+            );
             assert!(
                 out.status.success(),
                 "useradd {user}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+        }
+        users
+    }
+
+    /// Each user with its primary group, which is its role.
+    fn accounts(&self) -> [(&str, &str); 4] {
+        [
+            (&self.service, &self.service_group),
+            (&self.writer, &self.write_group),
+            (&self.reader, &self.read_group),
+            (&self.other, "nogroup"),
+        ]
+    }
+
+    fn group_of<'a>(&'a self, user: &'a str) -> &'a str {
+        self.accounts()
+            .into_iter()
+            .find(|(u, _)| *u == user)
+            .map_or("root", |(_, g)| g)
+    }
+
+    /// The shipped policy file, with the package's names replaced by this
+    /// test's.
+    fn policy(&self, dir: &Path) -> PathBuf {
+        let shipped =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/org.evsec.EvseSecurity1.conf");
+        let mut text = std::fs::read_to_string(shipped).unwrap();
+        for (from, to) in [
+            ("user=\"evsec\"", format!("user=\"{}\"", self.service)),
+            (
+                "group=\"evsec-write\"",
+                format!("group=\"{}\"", self.write_group),
+            ),
+            (
+                "group=\"evsec-read\"",
+                format!("group=\"{}\"", self.read_group),
+            ),
+        ] {
+            assert!(text.contains(from), "the shipped policy names {from}");
+            text = text.replace(from, &to);
+        }
+        let path = dir.join("org.evsec.EvseSecurity1.conf");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TestUsers {
+    fn drop(&mut self) {
+        let _lock = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+        for (user, _) in self.accounts() {
+            let out = run("userdel", &[user]);
+            if !out.status.success() {
+                eprintln!("userdel {user}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        for group in [&self.service_group, &self.write_group, &self.read_group] {
+            let out = run("groupdel", &[group]);
+            if !out.status.success() {
+                eprintln!("groupdel {group}: {}", String::from_utf8_lossy(&out.stderr));
+            }
         }
     }
 }
@@ -153,8 +245,8 @@ impl Drop for SystemLikeBus {
 struct ServiceDaemon(Child);
 
 impl ServiceDaemon {
-    fn start(config: &Path, bus: &SystemLikeBus, log: &Path) -> ServiceDaemon {
-        let (uid, gid) = ids("evsec", "evsec");
+    fn start(users: &TestUsers, config: &Path, bus: &SystemLikeBus, log: &Path) -> ServiceDaemon {
+        let (uid, gid) = ids(&users.service, &users.service_group);
         let child = Command::new(env!("CARGO_BIN_EXE_evsecd"))
             .arg("--config")
             .arg(config)
@@ -192,19 +284,15 @@ fn ids(user: &str, group: &str) -> (u32, u32) {
     (id(&["id", "-u", user]), id(&["getent", "group", group]))
 }
 
-/// The role group each test caller runs with, as its primary group.
-fn group_of(user: &str) -> &'static str {
-    match user {
-        WRITER => "evsec-write",
-        READER => "evsec-read",
-        "root" => "root",
-        _ => "nogroup",
-    }
-}
-
 /// dbus-send as `user`; returns (success, stdout + stderr).
-fn call_as(user: &str, bus: &SystemLikeBus, member: &str, args: &[&str]) -> (bool, String) {
-    let (uid, gid) = ids(user, group_of(user));
+fn call_as(
+    users: &TestUsers,
+    user: &str,
+    bus: &SystemLikeBus,
+    member: &str,
+    args: &[&str],
+) -> (bool, String) {
+    let (uid, gid) = ids(user, users.group_of(user));
     let out = Command::new("dbus-send")
         .args([&format!("--bus={}", bus.address), "--print-reply"])
         .uid(uid)
@@ -221,19 +309,18 @@ fn call_as(user: &str, bus: &SystemLikeBus, member: &str, args: &[&str]) -> (boo
     (out.status.success(), text)
 }
 
-/// A world-readable store owned by `evsec`.
-fn service_store(pki: &Pki) -> (TempStore, std::path::PathBuf) {
+/// A world-readable store owned by the service user.
+fn service_store(pki: &Pki, users: &TestUsers) -> (TempStore, PathBuf) {
     let store = TempStore::with_pki(pki);
     std::fs::set_permissions(store.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = store.write_config(
-        "[access]\nwrite_groups = [\"evsec-write\"]\nread_groups = [\"evsec-read\"]\n",
-    );
-    assert!(run(
-        "chown",
-        &["-R", "evsec:evsec", store.certs.to_str().unwrap()]
-    )
-    .status
-    .success());
+    let config = store.write_config(&format!(
+        "[access]\nwrite_groups = [\"{}\"]\nread_groups = [\"{}\"]\n",
+        users.write_group, users.read_group
+    ));
+    let owner = format!("{}:{}", users.service, users.service_group);
+    assert!(run("chown", &["-R", &owner, store.certs.to_str().unwrap()])
+        .status
+        .success());
     (store, config)
 }
 
@@ -247,16 +334,18 @@ fn shipped_policy_and_daemon_checks_keep_roles_apart() {
         eprintln!("SKIPPED: the policy test creates users and must run as root");
         return;
     }
-    ensure_users();
+    let users = TestUsers::create();
     let pki = Pki::generate().unwrap();
-    let (store, config) = service_store(&pki);
-    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/org.evsec.EvseSecurity1.conf");
+    let (store, config) = service_store(&pki, &users);
+    let policy = users.policy(store.dir.path());
     let bus = SystemLikeBus::start(store.dir.path(), Some(&policy));
     let log = store.dir.path().join("evsecd.log");
-    let _daemon = ServiceDaemon::start(&config, &bus, &log);
+    let _daemon = ServiceDaemon::start(&users, &config, &bus, &log);
+    let (writer, reader, other) = (&users.writer[..], &users.reader[..], &users.other[..]);
 
     let install = |user: &str| {
         call_as(
+            &users,
             user,
             &bus,
             "org.evsec.EvseSecurity1.InstallCaCertificate",
@@ -273,6 +362,7 @@ fn shipped_policy_and_daemon_checks_keep_roles_apart() {
     };
     let read = |user: &str| {
         call_as(
+            &users,
             user,
             &bus,
             "org.evsec.EvseSecurity1.IsCaCertificateInstalled",
@@ -281,6 +371,7 @@ fn shipped_policy_and_daemon_checks_keep_roles_apart() {
     };
     let verify = |user: &str| {
         call_as(
+            &users,
             user,
             &bus,
             "org.evsec.EvseSecurity1.VerifyCertificate",
@@ -292,6 +383,7 @@ fn shipped_policy_and_daemon_checks_keep_roles_apart() {
     };
     let csr = |user: &str| {
         call_as(
+            &users,
             user,
             &bus,
             "org.evsec.EvseSecurity1.GenerateCertificateSigningRequest",
@@ -306,6 +398,7 @@ fn shipped_policy_and_daemon_checks_keep_roles_apart() {
     };
     let prop = |user: &str| {
         call_as(
+            &users,
             user,
             &bus,
             "org.freedesktop.DBus.Properties.Get",
@@ -317,6 +410,7 @@ fn shipped_policy_and_daemon_checks_keep_roles_apart() {
     };
     let introspect = |user: &str| {
         call_as(
+            &users,
             user,
             &bus,
             "org.freedesktop.DBus.Introspectable.Introspect",
@@ -325,21 +419,21 @@ fn shipped_policy_and_daemon_checks_keep_roles_apart() {
     };
 
     // The writer may do everything.
-    let r = install(WRITER);
+    let r = install(writer);
     assert!(r.0 && r.1.contains("\"Accepted\""), "{}", r.1);
-    assert!(csr(WRITER).1.contains("\"Accepted\""));
+    assert!(csr(writer).1.contains("\"Accepted\""));
     // The reader may read, verify and get properties, and nothing else.
-    assert!(read(READER).0 && read(READER).1.contains("boolean true"));
-    let v = verify(READER);
+    assert!(read(reader).0 && read(reader).1.contains("boolean true"));
+    let v = verify(reader);
     assert!(v.0 && v.1.contains("\"Valid\""), "{}", v.1);
-    assert!(prop(READER).0);
-    assert!(denied(&install(READER)), "{:?}", install(READER));
-    assert!(denied(&csr(READER)));
+    assert!(prop(reader).0);
+    assert!(denied(&install(reader)), "{:?}", install(reader));
+    assert!(denied(&csr(reader)));
     // Everyone else may only introspect.
-    assert!(denied(&read(OTHER)));
-    assert!(denied(&prop(OTHER)));
-    assert!(denied(&install(OTHER)));
-    assert!(introspect(OTHER).0);
+    assert!(denied(&read(other)));
+    assert!(denied(&prop(other)));
+    assert!(denied(&install(other)));
+    assert!(introspect(other).0);
     // Root may call; but nobody else may own the name, not even root.
     assert!(read("root").0);
     let second = TempStore::empty();
@@ -363,39 +457,50 @@ fn without_the_policy_file_the_daemon_still_refuses() {
         eprintln!("SKIPPED: the policy test creates users and must run as root");
         return;
     }
-    ensure_users();
+    let users = TestUsers::create();
     let pki = Pki::generate().unwrap();
-    let (store, config) = service_store(&pki);
+    let (store, config) = service_store(&pki, &users);
     let bus = SystemLikeBus::start(store.dir.path(), None);
     let log = store.dir.path().join("evsecd.log");
-    let _daemon = ServiceDaemon::start(&config, &bus, &log);
+    let _daemon = ServiceDaemon::start(&users, &config, &bus, &log);
+    let (reader, other) = (&users.reader[..], &users.other[..]);
     let before = common::tree_contents(&store.certs);
 
     let install = call_as(
-        READER,
+        &users,
+        reader,
         &bus,
         "org.evsec.EvseSecurity1.InstallCaCertificate",
         &[&format!("string:{}", pki.mo_root.pem()), "string:MO"],
     );
     assert!(denied(&install), "{}", install.1);
-    let delete = call_as(OTHER, &bus, "org.evsec.EvseSecurity1.GarbageCollect", &[]);
+    let delete = call_as(
+        &users,
+        other,
+        &bus,
+        "org.evsec.EvseSecurity1.GarbageCollect",
+        &[],
+    );
     assert!(denied(&delete), "{}", delete.1);
     let read = call_as(
-        OTHER,
+        &users,
+        other,
         &bus,
         "org.evsec.EvseSecurity1.GetVerifyFile",
         &["string:V2G"],
     );
     assert!(denied(&read), "{}", read.1);
     let prop = call_as(
-        OTHER,
+        &users,
+        other,
         &bus,
         "org.freedesktop.DBus.Properties.Get",
         &["string:org.evsec.EvseSecurity1", "string:Version"],
     );
     assert!(denied(&prop), "{}", prop.1);
     let ok = call_as(
-        READER,
+        &users,
+        reader,
         &bus,
         "org.evsec.EvseSecurity1.GetVerifyFile",
         &["string:V2G"],
@@ -405,7 +510,7 @@ fn without_the_policy_file_the_daemon_still_refuses() {
 
     std::thread::sleep(Duration::from_millis(200));
     let log = std::fs::read_to_string(&log).unwrap();
-    let reader_uid = String::from_utf8_lossy(&run("id", &["-u", READER]).stdout)
+    let reader_uid = String::from_utf8_lossy(&run("id", &["-u", reader]).stdout)
         .trim()
         .to_owned();
     assert!(

@@ -394,3 +394,22 @@ async fn a_full_disk_answers_write_error_and_recovers() {
         .contains(&root.pem()));
     let _ = std::fs::set_permissions(&mount, std::fs::Permissions::from_mode(0o755));
 }
+
+/// A daemon whose bus is gone can serve nobody: it exits with a failure
+/// (and releases the store lock), so that systemd restarts it.
+#[test]
+fn a_lost_bus_ends_the_daemon_with_a_failure() {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    let mut bus = PrivateBus::start();
+    let mut daemon = Daemon::start(&store.write_config(""), &bus);
+    bus.kill();
+    let code = common::wait_with_timeout(&mut daemon.child, Duration::from_secs(5));
+    assert_eq!(code, Some(1), "{}", daemon.log());
+    let log = daemon.log();
+    assert!(log.contains("bus connection closed: exiting"), "{log}");
+    // The lock is free: a new daemon on a new bus opens the same store.
+    let bus = PrivateBus::start();
+    let again = Daemon::start(&store.write_config(""), &bus);
+    assert_eq!(again.terminate(), Some(0));
+}

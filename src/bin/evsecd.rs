@@ -12,6 +12,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    daemon::init_logging();
+    evsec::logging::init();
     daemon::run(args)
 }

@@ -120,6 +120,12 @@ trait EvseSecurity1 {
         signing_certificate: &str,
         signature: &str,
     ) -> zbus::Result<bool>;
+    fn verify_file_signature_fd(
+        &self,
+        file: zbus::Fd<'_>,
+        signing_certificate: &str,
+        signature: &str,
+    ) -> zbus::Result<bool>;
     fn garbage_collect(&self) -> zbus::Result<()>;
     fn get_certificate_details(
         &self,
@@ -349,6 +355,21 @@ impl Client {
         Ok(self
             .proxy
             .verify_file_signature(path, cert, signature)
+            .await?)
+    }
+
+    /// `VerifyFileSignatureFd`: the file goes as a descriptor, opened by
+    /// this process with its own rights.
+    pub async fn verify_file_signature_fd(
+        &self,
+        file: &std::fs::File,
+        cert: &str,
+        signature: &str,
+    ) -> Result<bool, ClientError> {
+        use std::os::fd::AsFd;
+        Ok(self
+            .proxy
+            .verify_file_signature_fd(zbus::Fd::from(file.as_fd()), cert, signature)
             .await?)
     }
 

@@ -587,6 +587,25 @@ impl EvseSecurityInterface {
         .await
     }
 
+    /// Checks the signature of a file the caller opened and passed as a
+    /// descriptor (contract 11.3): the caller's rights decide what can be
+    /// checked, and the daemon's sandbox does not hide the caller's files.
+    #[zbus(out_args("valid"))]
+    async fn verify_file_signature_fd(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        file: zbus::OwnedFd,
+        signing_certificate: String,
+        signature: String,
+    ) -> Result<bool, BusError> {
+        self.authorize(&hdr, conn, Need::Read, "VerifyFileSignatureFd")
+            .await?;
+        let file = std::fs::File::from(std::os::fd::OwnedFd::from(file));
+        self.blocking(move |s| s.verify_file_signature_fd(&file, &signing_certificate, &signature))
+            .await
+    }
+
     /// Removes expired leaves beyond the newest, unused CSR keys and stale
     /// OCSP responses now (contract 5.17).
     async fn garbage_collect(
@@ -701,7 +720,15 @@ impl EvseSecurityInterface {
 
 /// A running service: keep it alive to stay on the bus.
 pub struct Server {
-    _connection: Connection,
+    connection: Connection,
+}
+
+impl Server {
+    /// Returns when the bus connection is gone (the bus stopped or dropped
+    /// the daemon): from then on nothing can reach the store.
+    pub async fn closed(&self) {
+        self.connection.closed().await
+    }
 }
 
 /// Why the service could not be put on the bus.
@@ -759,9 +786,7 @@ pub async fn serve(
         }
         Err(e) => tracing::error!(error = %e, "garbage collection timer not started"),
     }
-    Ok(Server {
-        _connection: connection,
-    })
+    Ok(Server { connection })
 }
 
 async fn collect_garbage_periodically(

@@ -670,29 +670,65 @@ impl EvseSecurity {
         signature_b64: &str,
         reader: Option<&Caller>,
     ) -> bool {
-        if signing_certificate.len() > self.config().limits.max_pem_bytes
-            || signature_b64.len() > MAX_SIGNATURE_B64
-        {
-            return false;
-        }
-        let cert = match x509::parse_pem_certificates(signing_certificate.as_bytes()) {
-            Ok((mut certs, 0)) if certs.len() == 1 => certs.remove(0),
-            _ => return false,
-        };
-        let Some(signature) = x509::decode_base64(signature_b64) else {
-            return false;
-        };
         let path = Path::new(path);
         if !path.is_absolute() {
             return false;
         }
-        match store::sha256_of_regular_file(path, reader) {
-            Ok(digest) => x509::verify_digest_signature(&cert, &digest, &signature),
-            Err(e) => {
-                tracing::info!(path = %path.display(), error = %e, "file signature not checked");
-                false
-            }
+        self.verify_signature_of(signing_certificate, signature_b64, || {
+            store::sha256_of_regular_file(path, reader)
+        })
+        .unwrap_or_else(|e| {
+            // The path is the caller's and may be megabytes long.
+            let shown: String = path.to_string_lossy().chars().take(256).collect();
+            tracing::info!("file signature not checked: {shown}: {e}");
+            false
+        })
+    }
+
+    /// `VerifyFileSignatureFd`: as [`EvseSecurity::verify_file_signature`],
+    /// of a file the caller opened itself, so that its own rights decide what
+    /// can be checked. Anything but a regular file is `false` at once.
+    pub fn verify_file_signature_fd(
+        &self,
+        file: &std::fs::File,
+        signing_certificate: &str,
+        signature_b64: &str,
+    ) -> bool {
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return false;
         }
+        self.verify_signature_of(signing_certificate, signature_b64, || {
+            store::sha256_of_open_file(file)
+        })
+        .unwrap_or_else(|e| {
+            tracing::info!("file signature not checked: the descriptor cannot be read: {e}");
+            false
+        })
+    }
+
+    /// Checks the signature over the SHA-256 that `digest` computes, once
+    /// the certificate and the signature have been parsed; an I/O error of
+    /// `digest` is handed back.
+    fn verify_signature_of(
+        &self,
+        signing_certificate: &str,
+        signature_b64: &str,
+        digest: impl FnOnce() -> std::io::Result<Vec<u8>>,
+    ) -> std::io::Result<bool> {
+        if signing_certificate.len() > self.config().limits.max_pem_bytes
+            || signature_b64.len() > MAX_SIGNATURE_B64
+        {
+            return Ok(false);
+        }
+        let cert = match x509::parse_pem_certificates(signing_certificate.as_bytes()) {
+            Ok((mut certs, 0)) if certs.len() == 1 => certs.remove(0),
+            _ => return Ok(false),
+        };
+        let Some(signature) = x509::decode_base64(signature_b64) else {
+            return Ok(false);
+        };
+        let digest = digest()?;
+        Ok(x509::verify_digest_signature(&cert, &digest, &signature))
     }
 
     /// Files and bytes the store takes, and their quotas.

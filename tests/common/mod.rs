@@ -166,10 +166,17 @@ impl PrivateBus {
     }
 }
 
-impl Drop for PrivateBus {
-    fn drop(&mut self) {
+impl PrivateBus {
+    /// Kills the bus, as a crash of dbus-daemon would.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
