@@ -302,9 +302,52 @@ async fn firmware_signatures_made_with_openssl_dgst() {
         "Unknown"
     );
 
+    // By descriptor: the same verdicts, read from offset 0 whatever the
+    // caller's offset, which stays where it was.
+    let mut opened = std::fs::File::open(&file).unwrap();
+    std::io::Seek::seek(&mut opened, std::io::SeekFrom::Start(4096)).unwrap();
+    assert!(c
+        .verify_file_signature_fd(&opened, &pki.mf_root.pem(), &ec_sig)
+        .await
+        .unwrap());
+    assert!(c
+        .verify_file_signature_fd(&opened, &rsa_pem, &pss_sig)
+        .await
+        .unwrap());
+    assert_eq!(std::io::Seek::stream_position(&mut opened).unwrap(), 4096);
+    assert!(!c
+        .verify_file_signature_fd(&opened, &rsa_pem, &ec_sig)
+        .await
+        .unwrap());
+    // Not a regular file, or not open for reading: false.
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    assert!(!c
+        .verify_file_signature_fd(&zero, &pki.mf_root.pem(), &ec_sig)
+        .await
+        .unwrap());
+    let write_only = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    assert!(!c
+        .verify_file_signature_fd(&write_only, &pki.mf_root.pem(), &ec_sig)
+        .await
+        .unwrap());
+    // A file that no path names any more, which no check by path can
+    // reach, is checked by its descriptor.
+    let hidden = dir.join("hidden.bin");
+    std::fs::copy(&file, &hidden).unwrap();
+    let hidden_file = std::fs::File::open(&hidden).unwrap();
+    std::fs::remove_file(&hidden).unwrap();
+    assert!(c
+        .verify_file_signature_fd(&hidden_file, &pki.mf_root.pem(), &ec_sig)
+        .await
+        .unwrap());
+
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[100_000] ^= 0x80;
     std::fs::write(&file, bytes).unwrap();
+    assert!(!c
+        .verify_file_signature_fd(&opened, &pki.mf_root.pem(), &ec_sig)
+        .await
+        .unwrap());
     assert!(!c
         .verify_file_signature(file_s, &pki.mf_root.pem(), &ec_sig)
         .await
