@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod dbus;
 pub mod index;
 pub mod logging;
+pub mod pending_keys;
 pub mod security;
 pub mod store;
 pub mod testpki;

@@ -391,6 +391,16 @@ fn leaf_install_results() {
             .0,
         I::CertificateStoreMaxLengthExceeded
     );
+    // CSR keys count too: a full store writes no key.
+    let before = tree_contents(&store.certs);
+    let ((status, csr), changes) = full
+        .generate_certificate_signing_request(L::V2G, "DE", "CPO", "SECC-3", false)
+        .unwrap();
+    assert_eq!(
+        (status, csr.as_str(), changes),
+        (Csr::GenerationError, "", vec![])
+    );
+    assert_eq!(tree_contents(&store.certs), before);
 }
 
 #[test]
@@ -912,4 +922,106 @@ fn garbage_collection() {
         sec.get_leaf_certificate_info(L::V2G, false).0,
         Info::Accepted
     );
+}
+
+/// Sets a file's mtime `secs` into the past.
+fn age(path: &std::path::Path, secs: u64) {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(secs))
+        .unwrap();
+}
+
+/// The CSR key `sec` just wrote for `cn` in `dir`.
+fn csr_key(sec: &EvseSecurity, dir: &std::path::Path, cn: &str) -> (std::path::PathBuf, String) {
+    let before = key_files(dir);
+    let ((status, csr), _) = sec
+        .generate_certificate_signing_request(L::V2G, "DE", "CPO", cn, false)
+        .unwrap();
+    assert_eq!(status, Csr::Accepted);
+    let key = key_files(dir)
+        .into_iter()
+        .find(|k| !before.contains(k))
+        .unwrap();
+    (key, csr)
+}
+
+fn record(dir: &std::path::Path) -> String {
+    fs::read_to_string(dir.join(evsec::pending_keys::RECORD_NAME)).unwrap_or_default()
+}
+
+/// Only a key evsecd generated for a CSR, that no certificate took up, may
+/// expire; a key whose certificate is momentarily unreadable, or kept
+/// under a name the index does not read, is never removed.
+#[test]
+fn garbage_collection_keeps_keys_whose_certificate_is_not_recognised() {
+    let pki = pki();
+    let store = TempStore::with_pki(&pki);
+    let sec =
+        EvseSecurity::open(store.config_with("[gc]\ncsr_key_max_age_seconds = 60\n")).unwrap();
+    let (csms, cso) = (store.path("client/csms"), store.path("client/cso"));
+
+    // The station's CSMS certificate with one base64 character changed: its
+    // key is the station's identity and stays, however old.
+    let leaf = csms.join("CSMS_LEAF.pem");
+    let mut text = fs::read_to_string(&leaf).unwrap();
+    // In the outer SEQUENCE's length, so that the DER no longer parses.
+    let at = text.find("\n").unwrap() + 3;
+    let flipped = if &text[at..at + 1] == "A" { "B" } else { "A" };
+    text.replace_range(at..at + 1, flipped);
+    fs::write(&leaf, text).unwrap();
+    age(&csms.join("CSMS_LEAF.key"), 7200);
+    sec.garbage_collect();
+    assert!(csms.join("CSMS_LEAF.key").exists());
+
+    // An old CSR key is kept while any certificate file of the leaf
+    // directories does not parse (it may be this key's), and goes once it
+    // is repaired.
+    let (orphan, _) = csr_key(&sec, &cso, "orphan");
+    age(&orphan, 7200);
+    sec.garbage_collect();
+    assert!(orphan.exists(), "kept while CSMS_LEAF.pem does not parse");
+    fs::write(&leaf, pki.csms_leaf.pem()).unwrap();
+    sec.garbage_collect();
+    assert!(!orphan.exists(), "an abandoned CSR key expires");
+    assert!(record(&cso).is_empty(), "{}", record(&cso));
+
+    // A CSR key whose certificate is kept as .crt: taken up, kept, and
+    // forgotten by the record.
+    let (by_crt, csr) = csr_key(&sec, &cso, "crt");
+    let name = by_crt.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(record(&cso).contains(&name), "{}", record(&cso));
+    let cert = sign_csr(&csr, &CertSpec::leaf("crt"), &pki.cpo_sub2).unwrap();
+    fs::write(cso.join("by-hand.crt"), pem(&cert)).unwrap();
+    age(&by_crt, 7200);
+    sec.garbage_collect();
+    assert!(by_crt.exists());
+    assert!(!record(&cso).contains(&name), "{}", record(&cso));
+
+    // A CSR key that got its certificate is never a CSR key again, even
+    // when that certificate is later damaged.
+    let (taken, csr) = csr_key(&sec, &cso, "taken");
+    let cert = sign_csr(&csr, &CertSpec::leaf("taken"), &pki.cpo_sub2).unwrap();
+    let chain = pem(&cert) + &pki.cpo_sub2.pem() + &pki.cpo_sub1.pem();
+    assert_eq!(
+        sec.update_leaf_certificate(&chain, L::V2G).unwrap().0,
+        I::Accepted
+    );
+    assert!(record(&cso).is_empty(), "{}", record(&cso));
+    for file in fs::read_dir(&cso).unwrap().map(|e| e.unwrap().path()) {
+        if fs::read_to_string(&file).is_ok_and(|t| t.contains(&pem(&cert))) {
+            fs::write(
+                &file,
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            )
+            .unwrap();
+        }
+    }
+    age(&taken, 7200);
+    sec.garbage_collect();
+    assert!(taken.exists());
+    // Keys that were never recorded (an EVerest tree's) never expire.
+    assert!(cso.join("SECC_LEAF.key").exists());
 }

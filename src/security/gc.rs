@@ -1,16 +1,18 @@
 //! Garbage collection: expired leaves beyond the newest few, CSR keys that
-//! no certificate took up, and OCSP responses of certificates that are gone.
+//! evsecd generated and no certificate took up, and OCSP responses of
+//! certificates that are gone.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::leaf::{path_with_issuer_keys, sort_newest_first};
 use super::{hash_matches, EvseSecurity, StoreChange};
 use crate::index::{Leaf, Snapshot};
+use crate::pending_keys;
 use crate::store;
 use crate::types::StoreOperation;
-use crate::x509::{self, CertFacts};
+use crate::x509::{self, CertFacts, Fingerprint};
 
 impl EvseSecurity {
     /// Contract 5.17, also run on the `[gc] interval_seconds` timer. Never
@@ -33,7 +35,10 @@ impl EvseSecurity {
                 }
             }
 
-            // Keys: a key is in use while a remaining leaf pairs with it.
+            // Keys: a key is in use while a remaining leaf pairs with it. A
+            // key that only looks unused expires only when evsecd recorded
+            // it for a CSR and no certificate file of the leaf directories,
+            // parsed by the index or not, takes it up.
             let kept_leaves: Vec<&Leaf> = snap
                 .leaves
                 .iter()
@@ -41,19 +46,57 @@ impl EvseSecurity {
                 .filter(|l| !removed_leaves.contains(&l.cert.fingerprint))
                 .collect();
             let keys_in_use: HashSet<&Path> = kept_leaves.iter().filter_map(|l| l.key.as_deref()).collect();
+            let certified = certified_keys(self.config());
+            if let Err(doubt) = &certified {
+                tracing::warn!("CSR keys are kept this time: {doubt}");
+            }
             let max_age_ns = i128::from(gc.csr_key_max_age_seconds) * 1_000_000_000;
             let now_ns = i128::from(now) * 1_000_000_000;
+            let mut records: HashMap<PathBuf, (BTreeSet<String>, Vec<String>)> = HashMap::new();
             for key in &snap.keys {
+                let (Some(dir), Some(name)) = (key.path.parent(), key.path.file_name().and_then(|n| n.to_str())) else {
+                    continue;
+                };
+                let (recorded, forget) = match records.entry(dir.to_owned()) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => match pending_keys::read(dir) {
+                        Ok(names) => e.insert((names, Vec::new())),
+                        Err(err) => {
+                            tracing::warn!("CSR keys of {} are kept: their record cannot be read: {err}", dir.display());
+                            e.insert((BTreeSet::new(), Vec::new()))
+                        }
+                    },
+                };
                 // A key that cannot be opened (wrong password, TPM key
                 // without its provider) is never judged unused.
-                if key.key_fingerprint.is_none() || keys_in_use.contains(key.path.as_path()) {
+                let Some(fingerprint) = key.key_fingerprint else {
+                    continue;
+                };
+                if keys_in_use.contains(key.path.as_path()) {
                     continue;
                 }
                 let was_paired = snap.leaves.iter().flat_map(|d| &d.leaves).any(|l| l.key.as_ref() == Some(&key.path));
-                if was_paired || now_ns - key.stamp.mtime_ns > max_age_ns {
-                    tracing::info!(key = %key.path.display(), "removing unused private key");
+                if was_paired {
+                    tracing::info!(key = %key.path.display(), "removing the key of a removed leaf");
                     doomed.push(key.path.clone());
+                    continue;
                 }
+                if !recorded.contains(name) {
+                    continue;
+                }
+                match &certified {
+                    Ok(certified) if certified.contains(&fingerprint) => forget.push(name.to_owned()),
+                    Ok(_) if now_ns - key.stamp.mtime_ns > max_age_ns => {
+                        tracing::info!(key = %key.path.display(), "removing a CSR key that no certificate took up");
+                        doomed.push(key.path.clone());
+                        forget.push(name.to_owned());
+                    }
+                    _ => {}
+                }
+            }
+            // Names of keys that are gone are forgotten too.
+            for (dir, (recorded, forget)) in &mut records {
+                forget.extend(recorded.iter().filter(|n| !dir.join(n).exists()).cloned());
             }
 
             // OCSP responses of certificates no longer present, and .der
@@ -78,7 +121,7 @@ impl EvseSecurity {
             let mut changes: Vec<StoreChange> = Vec::new();
             for path in &doomed {
                 if let Err(e) = store::remove_durably(path) {
-                    tracing::error!(path = %path.display(), error = %e, "garbage collection cannot remove file");
+                    tracing::error!("garbage collection cannot remove {}: {e}", path.display());
                     continue;
                 }
                 let change = self.change_for_file(path, StoreOperation::Deleted);
@@ -86,9 +129,75 @@ impl EvseSecurity {
                     changes.push(change);
                 }
             }
+            // After the removals: a crash in between leaves a record of a
+            // key that is gone, which the next run forgets.
+            for (dir, (_, forget)) in records.iter().filter(|(_, (_, f))| !f.is_empty()) {
+                if let Err(e) = pending_keys::remove(dir, forget) {
+                    tracing::error!("cannot update the CSR key record of {}: {e}", dir.display());
+                }
+            }
             (changes, doomed)
         })
     }
+}
+
+/// The public keys of every certificate in the leaf certificate
+/// directories, read straight from the files, whatever their name; an
+/// error names a file whose certificates cannot all be read, because the
+/// key its certificate holds is then unknown.
+fn certified_keys(config: &crate::Config) -> Result<HashSet<Fingerprint>, String> {
+    const MAX_FILE_BYTES: u64 = 1 << 20;
+    let mut keys = HashSet::new();
+    let dirs = [
+        &config.csms_leaf_cert_directory,
+        &config.secc_leaf_cert_directory,
+    ];
+    for dir in dirs {
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if store::is_key_name(entry.file_name().as_os_str()) || name.starts_with('.') {
+                continue;
+            }
+            let meta = entry
+                .metadata()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if !meta.is_file() {
+                continue;
+            }
+            if meta.len() > MAX_FILE_BYTES {
+                return Err(format!("{} is too large to read", path.display()));
+            }
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let certs = if bytes.starts_with(b"-----")
+                || x509::pem_blocks(&bytes)
+                    .0
+                    .iter()
+                    .any(|b| b.label == "CERTIFICATE")
+            {
+                x509::parse_pem_certificates(&bytes)
+                    .map(|(certs, _)| certs)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+            } else if [".der", ".crt", ".cer"]
+                .iter()
+                .any(|ext| name.ends_with(ext))
+            {
+                vec![openssl::x509::X509::from_der(&bytes)
+                    .map_err(|e| format!("{}: {}", path.display(), x509::first_error(&e)))?]
+            } else {
+                continue;
+            };
+            keys.extend(
+                certs
+                    .iter()
+                    .filter_map(|c| x509::certificate_key_fingerprint(c)),
+            );
+        }
+    }
+    Ok(keys)
 }
 
 /// A certificate with its issuer's key bits.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::ocsp::cached_response;
 use super::{parse_chain, Error, EvseSecurity, Outcome, StoreChange};
 use crate::index::{Leaf, LeafDomain, Snapshot};
+use crate::pending_keys;
 use crate::store;
 use crate::tpm::{self, TpmError};
 use crate::types::{
@@ -131,7 +132,20 @@ impl EvseSecurity {
             store::leaf_prefix(leaf),
             store::random_suffix()
         ));
-        Ok(self.write(|_| match store::write_key(&path, &key_pem, self.key_gid) {
+        Ok(self.write(|snap| {
+            // A key takes room like any other file of the store.
+            if !snap.usage.fits(1, key_pem.len() as u64, &self.config().limits) {
+                tracing::warn!("store full; CSR refused leaf={leaf}: no room for its key");
+                return (((S::GenerationError, String::new()), vec![]), vec![]);
+            }
+            // Recorded first (under the writer lock, like every change of
+            // the record): a crash before the key is written leaves only a
+            // record of a missing key.
+            if let Err(e) = pending_keys::add(&path) {
+                tracing::error!("cannot write CSR key leaf={leaf} key={}: the CSR key record cannot be written: {e}", path.display());
+                return (((S::GenerationError, String::new()), vec![]), vec![]);
+            }
+            match store::write_key(&path, &key_pem, self.key_gid) {
             Ok(()) => {
                 tracing::info!(leaf = %leaf, cn = %common_name, key = %path.display(), "CSR generated");
                 let change = self.change_for_file(&path, StoreOperation::Installed);
@@ -141,7 +155,7 @@ impl EvseSecurity {
                 tracing::error!(leaf = %leaf, key = %path.display(), error = %e, "cannot write CSR key");
                 (((S::GenerationError, String::new()), vec![]), vec![])
             }
-        }))
+        }}))
     }
 
     /// Contract 5.3.
@@ -197,9 +211,9 @@ impl EvseSecurity {
             let Some(domain) = snap.leaf_domain(leaf) else {
                 return ((R::WriteError, vec![]), vec![]);
             };
-            if !domain.keys.iter().any(|k| k.key_fingerprint.is_some() && k.key_fingerprint == new_leaf.key_fingerprint) {
+            let Some(key) = domain.keys.iter().find(|k| k.key_fingerprint.is_some() && k.key_fingerprint == new_leaf.key_fingerprint) else {
                 return ((R::PrivateKeyNotFound, vec![]), vec![]);
-            }
+            };
             let fingerprints: Vec<_> = chain.iter().map(|c| c.fingerprint).collect();
             let has_single = file_with(domain, &fingerprints[..1]);
             let has_chain = chain.len() == 1 || file_with(domain, &fingerprints);
@@ -233,6 +247,12 @@ impl EvseSecurity {
                 written.push(path.clone());
             }
             tracing::info!(leaf = %leaf, subject = %new_leaf.common_name(), serial = %new_leaf.serial, "leaf certificate installed");
+            // The key has its certificate: never again a CSR key to expire.
+            if let (Some(dir), Some(name)) = (key.path.parent(), key.path.file_name().and_then(|n| n.to_str())) {
+                if let Err(e) = pending_keys::remove(dir, &[name.to_owned()]) {
+                    tracing::warn!("cannot update the CSR key record of {}: {e}", dir.display());
+                }
+            }
             let change = StoreChange {
                 operation: StoreOperation::Installed,
                 ca: None,
