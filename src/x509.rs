@@ -358,6 +358,16 @@ pub fn build_store<'a>(
     Ok(builder.build())
 }
 
+/// When the leaf of a chain must be valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafTime {
+    /// Now: a chain checked for use (VerifyCertificate, contract 5.4).
+    ValidNow,
+    /// Now or from a later notBefore on: a leaf installed ahead of its use
+    /// (UpdateLeafCertificate, 5.3), checked as of its notBefore.
+    ValidNowOrLater,
+}
+
 /// Verifies `chain` (leaf first) against `store` at the current time.
 ///
 /// Self-signed certificates in the input are dropped, so a peer cannot
@@ -369,6 +379,7 @@ pub fn verify_chain(
     store: &X509Store,
     chain: &[CertFacts],
     now: i64,
+    leaf_time: LeafTime,
 ) -> CertificateValidationResult {
     let Some(leaf) = chain.first() else {
         return CertificateValidationResult::Unknown;
@@ -376,7 +387,10 @@ pub fn verify_chain(
     if leaf.not_after < now {
         return CertificateValidationResult::Expired;
     }
-    let at = now.max(leaf.not_before);
+    let at = match leaf_time {
+        LeafTime::ValidNow => now,
+        LeafTime::ValidNowOrLater => now.max(leaf.not_before),
+    };
     let Ok(mut untrusted) = Stack::new() else {
         return CertificateValidationResult::Unknown;
     };

@@ -566,11 +566,13 @@ fn verification_results() {
     let c = under_expired.pem() + &expired_sub.pem();
     assert_eq!(sec.verify_certificate(&c, &[L::V2G]).unwrap(), V::Expired);
 
-    // A not-yet-valid leaf is accepted (it may be installed ahead of use).
+    // A not-yet-valid leaf cannot be used now: a contract certificate that
+    // starts tomorrow is not good for charging today (as EVerest answers).
+    // Only UpdateLeafCertificate takes a leaf ahead of its use.
     let future = issue(&CertSpec::leaf("future").valid(2, 30), Some(&pki.cpo_sub2)).unwrap();
     assert_eq!(
         sec.verify_certificate(&future.pem(), &[L::V2G]).unwrap(),
-        V::Valid
+        V::Expired
     );
 
     // A tampered intermediate.

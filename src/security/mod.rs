@@ -24,7 +24,7 @@ mod gc;
 mod leaf;
 mod ocsp;
 
-use crate::x509::{self, CertFacts, Fingerprint};
+use crate::x509::{self, CertFacts, Fingerprint, LeafTime};
 use leaf::path_with_issuer_keys;
 pub use leaf::CertificateInfo;
 pub use ocsp::OcspRequest;
@@ -524,7 +524,7 @@ impl EvseSecurity {
         }
         let (result, from, until) = match parse_chain(chain_pem) {
             Some((chain, _)) if chain.len() <= MAX_CHAIN_DEPTH => {
-                let result = Self::verify_parsed(&snap, &chain, types, now);
+                let result = Self::verify_parsed(&snap, &chain, types, now, LeafTime::ValidNow);
                 // The verdict holds until the next notBefore or notAfter of
                 // the chain or of the bundles it was checked against.
                 let anchors = types
@@ -567,6 +567,7 @@ impl EvseSecurity {
         chain: &[CertFacts],
         types: &[LeafCertificateType],
         now: i64,
+        leaf_time: LeafTime,
     ) -> CertificateValidationResult {
         let mut anchors: Vec<CaCertificateType> = types.iter().map(|t| t.anchor()).collect();
         anchors.sort();
@@ -576,7 +577,7 @@ impl EvseSecurity {
             return CertificateValidationResult::IssuerNotFound;
         }
         match snap.trust_store_for(&anchors, chain) {
-            Ok(store) => x509::verify_chain(&store, chain, now),
+            Ok(store) => x509::verify_chain(&store, chain, now, leaf_time),
             Err(e) => {
                 tracing::error!(error = %x509::first_error(&e), "cannot build a trust store");
                 CertificateValidationResult::Unknown
