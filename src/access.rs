@@ -5,6 +5,7 @@
 use std::ffi::CString;
 
 use crate::config::{Access, ConfigError};
+use crate::types::LeafCertificateType;
 
 /// A caller as the bus reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,12 @@ pub struct Roles {
     pub write_gids: Vec<u32>,
     /// Members may call the read-only methods.
     pub read_gids: Vec<u32>,
+    /// `[access] key_group`: the group key files are given to.
+    pub key_gid: Option<u32>,
+    /// `[access] v2g_key_groups`.
+    pub v2g_key_gids: Vec<u32>,
+    /// `[access] csms_key_groups`.
+    pub csms_key_gids: Vec<u32>,
 }
 
 impl Roles {
@@ -67,7 +74,29 @@ impl Roles {
             daemon_uid: unsafe { libc::getuid() },
             write_gids: gids("access.write_groups", &access.write_groups)?,
             read_gids: gids("access.read_groups", &access.read_groups)?,
+            key_gid: gids("access.key_group", access.key_group.as_slice())?
+                .first()
+                .copied(),
+            v2g_key_gids: gids("access.v2g_key_groups", &access.v2g_key_groups)?,
+            csms_key_gids: gids("access.csms_key_groups", &access.csms_key_groups)?,
         })
+    }
+
+    /// Whether a caller may read the private key of a `leaf` domain, and so
+    /// be told the password that opens it (contract §11.3): root, the
+    /// daemon's user, the key group the files are given to, and the
+    /// domain's key groups.
+    pub fn may_read_keys(&self, uid: u32, gids: &[u32], leaf: LeafCertificateType) -> bool {
+        if uid == 0 || uid == self.daemon_uid {
+            return true;
+        }
+        let domain: &[u32] = match leaf {
+            LeafCertificateType::V2G => &self.v2g_key_gids,
+            LeafCertificateType::CSMS => &self.csms_key_gids,
+            _ => &[],
+        };
+        gids.iter()
+            .any(|g| Some(*g) == self.key_gid || domain.contains(g))
     }
 
     /// Whether a caller with this UID and these GIDs (primary and
@@ -115,6 +144,9 @@ mod tests {
             daemon_uid: 900,
             write_gids: vec![50],
             read_gids: vec![60],
+            key_gid: Some(70),
+            v2g_key_gids: vec![80],
+            csms_key_gids: vec![],
         };
         assert!(roles.allows(0, &[], Need::Write), "root");
         assert!(roles.allows(900, &[], Need::Write), "the daemon's user");
@@ -132,6 +164,19 @@ mod tests {
             !roles.allows(1000, &[1000], Need::Read),
             "others get nothing"
         );
+        let v2g = LeafCertificateType::V2G;
+        let csms = LeafCertificateType::CSMS;
+        assert!(roles.may_read_keys(0, &[], csms) && roles.may_read_keys(900, &[], csms));
+        assert!(roles.may_read_keys(1000, &[60, 70], csms), "the key group");
+        assert!(roles.may_read_keys(1000, &[80], v2g), "a V2G key group");
+        assert!(
+            !roles.may_read_keys(1000, &[80], csms),
+            "not another domain's"
+        );
+        assert!(
+            !roles.may_read_keys(1000, &[50, 60], v2g),
+            "writers and readers are not key readers"
+        );
     }
 
     #[test]
@@ -140,12 +185,14 @@ mod tests {
             write_groups: vec!["root".into()],
             read_groups: vec![],
             key_group: None,
+            ..Access::default()
         };
         assert_eq!(Roles::resolve(&access).unwrap().write_gids, vec![0]);
         let access = Access {
             write_groups: vec![],
             read_groups: vec!["no-such-group-evsec".into()],
             key_group: None,
+            ..Access::default()
         };
         assert_eq!(
             Roles::resolve(&access).unwrap_err().to_string(),

@@ -74,6 +74,13 @@ pub struct Access {
     /// client and the SECC can open them by path. Unset: keys are 0600.
     #[serde(default)]
     pub key_group: Option<String>,
+    /// Groups whose members may read the V2G and V2G20 keys: they get the
+    /// key password with the leaf info (contract §11.3).
+    #[serde(default)]
+    pub v2g_key_groups: Vec<String>,
+    /// Groups whose members may read the CSMS key, likewise.
+    #[serde(default)]
+    pub csms_key_groups: Vec<String>,
 }
 
 /// `[tpm]`: TPM-held keys through an OpenSSL provider.

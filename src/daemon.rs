@@ -59,6 +59,7 @@ pub fn run(args: Args) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
     };
+    warn_if_password_exposed(&args.config, &config);
     // The TPM provider reads its TCTI from the environment only, and the
     // environment may be changed only while no other thread can read it.
     if let Some(tcti) = config.tpm.tcti.as_deref().filter(|_| config.tpm.enabled) {
@@ -88,6 +89,24 @@ async fn start(config: Config, bus: Bus) -> ExitCode {
         Err(e) => return fail(&format!("start-up failed: {e}")),
     };
     serve_until_signal(security, roles, &bus).await
+}
+
+/// The config holds the key password: anyone who can read the file can
+/// open the keys, so say so when others can.
+fn warn_if_password_exposed(path: &std::path::Path, config: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    if config.private_key_password.is_none() {
+        return;
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o004 != 0 {
+            tracing::warn!(
+                "{} holds private_key_password and is readable by every user (mode {mode:04o}): make it 0640 root:evsec",
+                path.display()
+            );
+        }
+    }
 }
 
 /// Loads and self-tests the TPM provider once, so that the log says at

@@ -48,6 +48,8 @@ const CHECKS: &[&str] = &[
     "keys.encrypted_CSMS",
     "secc.info_status",
     "secc.password",
+    "secc.operator_gets_paths",
+    "secc.operator_gets_no_password",
     "secc.key_readable_by_secc",
     "secc.key_unreadable_by_operator",
     "secc.tls_exit",

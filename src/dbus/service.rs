@@ -226,6 +226,20 @@ impl EvseSecurityInterface {
         )))
     }
 
+    /// Leaf info as `caller` may see it: the key password only for those
+    /// who may read the key it opens (contract §11.3).
+    fn for_caller(
+        &self,
+        caller: &Caller,
+        leaf: LeafCertificateType,
+        mut info: CertificateInfo,
+    ) -> CertificateInfo {
+        if !self.roles.may_read_keys(caller.uid, &caller.gids, leaf) {
+            info.password = None;
+        }
+        info
+    }
+
     /// Runs core work on a blocking thread, bounded by the permits.
     async fn blocking<T, F>(&self, work: F) -> Result<T, BusError>
     where
@@ -514,7 +528,8 @@ impl EvseSecurityInterface {
         encoding: String,
         include_ocsp: bool,
     ) -> Result<(String, WireCertificateInfo), BusError> {
-        self.authorize(&hdr, conn, Need::Read, "GetLeafCertificateInfo")
+        let caller = self
+            .authorize(&hdr, conn, Need::Read, "GetLeafCertificateInfo")
             .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         let _: EncodingFormat = parse_arg("encoding", &encoding)?;
@@ -522,6 +537,7 @@ impl EvseSecurityInterface {
             .blocking(move |s| s.get_leaf_certificate_info(leaf, include_ocsp))
             .await?;
         let info = info
+            .map(|i| self.for_caller(&caller, leaf, i))
             .map(wire_certificate_info)
             .transpose()?
             .unwrap_or_default();
@@ -538,7 +554,8 @@ impl EvseSecurityInterface {
         encoding: String,
         include_ocsp: bool,
     ) -> Result<(String, Vec<WireCertificateInfo>), BusError> {
-        self.authorize(&hdr, conn, Need::Read, "GetAllValidCertificatesInfo")
+        let caller = self
+            .authorize(&hdr, conn, Need::Read, "GetAllValidCertificatesInfo")
             .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         let _: EncodingFormat = parse_arg("encoding", &encoding)?;
@@ -547,6 +564,7 @@ impl EvseSecurityInterface {
             .await?;
         let infos = infos
             .into_iter()
+            .map(|i| self.for_caller(&caller, leaf, i))
             .map(wire_certificate_info)
             .collect::<Result<_, _>>()?;
         Ok((status.as_str().to_owned(), infos))

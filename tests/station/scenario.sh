@@ -186,6 +186,9 @@ install -m 0400 -o secc /dev/null "$W/secc.pw"
 printf %s "$pw" > "$W/secc.pw"
 install -m 0400 -o ocpp /dev/null "$W/ocpp.pw"
 printf %s "$PASSWORD" > "$W/ocpp.pw"
+op_info=$(bus "$operator" GetLeafCertificateInfo ssb V2G PEM false)
+check secc.operator_gets_paths "$key" "$(printf %s "$op_info" | jq -r '.data[1].key.data')"
+check secc.operator_gets_no_password null "$(printf %s "$op_info" | jq -r '.data[1].password')"
 check secc.key_readable_by_secc yes "$(runuser -u secc -- test -r "$key" && echo yes)"
 check secc.key_unreadable_by_operator no "$(runuser -u "$operator" -- test -r "$key" && echo yes || echo no)"
 runuser -u secc -- timeout 60 openssl s_server -accept 127.0.0.1:15118 -cert "$chain" -key "$key" \
