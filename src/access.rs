@@ -21,10 +21,30 @@ impl Caller {
     /// itself, so that the daemon never reads on behalf of a caller what
     /// the caller could not.
     pub fn may_read(&self, owner_uid: u32, owner_gid: u32, mode: u32) -> bool {
-        self.uid == 0
-            || mode & 0o004 != 0
-            || (owner_uid == self.uid && mode & 0o400 != 0)
-            || (self.gids.contains(&owner_gid) && mode & 0o040 != 0)
+        self.permits(owner_uid, owner_gid, mode, 0o4)
+    }
+
+    /// Whether this caller could pass through a directory with this owner
+    /// and mode.
+    pub fn may_search(&self, owner_uid: u32, owner_gid: u32, mode: u32) -> bool {
+        self.permits(owner_uid, owner_gid, mode, 0o1)
+    }
+
+    /// The kernel's rule for the mode bits: the owner's class when the
+    /// caller owns the file, else the group's when it is in the group, else
+    /// the others'. (ACLs are checked apart: see `store`.)
+    fn permits(&self, owner_uid: u32, owner_gid: u32, mode: u32, bit: u32) -> bool {
+        if self.uid == 0 {
+            return true;
+        }
+        let class = if owner_uid == self.uid {
+            mode >> 6
+        } else if self.gids.contains(&owner_gid) {
+            mode >> 3
+        } else {
+            mode
+        };
+        class & bit != 0
     }
 }
 
@@ -114,24 +134,34 @@ impl Roles {
     }
 }
 
-/// The GID of a group name.
+/// The GID of a group name. The buffer grows on `ERANGE`, so that a group
+/// with many members resolves too.
 pub fn group_id(name: &str) -> Option<u32> {
+    /// A group whose entry needs more than this is not a role group.
+    const MAX_BUFFER: usize = 16 * 1024 * 1024;
     let c_name = CString::new(name).ok()?;
-    let mut group: libc::group = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: every pointer is valid for the call; `buf` outlives `group`'s
-    // borrowed strings, which are not kept.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            c_name.as_ptr(),
-            &mut group,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    (rc == 0 && !result.is_null()).then_some(group.gr_gid)
+    let mut size = 16 * 1024;
+    loop {
+        let mut group: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        let mut buf = vec![0u8; size];
+        // SAFETY: every pointer is valid for the call; `buf` outlives
+        // `group`'s borrowed strings, which are not kept.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                c_name.as_ptr(),
+                &mut group,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && size < MAX_BUFFER {
+            size *= 4;
+            continue;
+        }
+        return (rc == 0 && !result.is_null()).then_some(group.gr_gid);
+    }
 }
 
 #[cfg(test)]

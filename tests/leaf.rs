@@ -790,6 +790,7 @@ fn file_signatures() {
     std::os::unix::fs::symlink("/nonexistent/target", &dangling).unwrap();
     assert!(!sec.verify_file_signature(dangling.to_str().unwrap(), &pki.mf_root.pem(), &sig, None));
     // A caller reads through the daemon only what it could read itself.
+
     let stranger = evsec::access::Caller {
         uid: 4242,
         gids: vec![4242],
@@ -802,7 +803,40 @@ fn file_signatures() {
     assert!(!sec.verify_file_signature(path, &pki.mf_root.pem(), &sig, Some(&stranger)));
     assert!(sec.verify_file_signature(path, &pki.mf_root.pem(), &sig, Some(&owner)));
     fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    // A readable file in a directory the caller cannot search is out of
+    // its reach, and so out of the daemon's on its behalf.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(!sec.verify_file_signature(path, &pki.mf_root.pem(), &sig, Some(&stranger)));
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     assert!(sec.verify_file_signature(path, &pki.mf_root.pem(), &sig, Some(&stranger)));
+    // The owner's class decides for the owner, as the kernel does: a file
+    // of 4242's with mode 0044 is readable by everyone but 4242.
+    if std::os::unix::fs::chown(&file, Some(4242), Some(4242)).is_ok() {
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o044)).unwrap();
+        assert!(!sec.verify_file_signature(path, &pki.mf_root.pem(), &sig, Some(&stranger)));
+        let other = evsec::access::Caller {
+            uid: 4243,
+            gids: vec![4243],
+        };
+        assert!(sec.verify_file_signature(path, &pki.mf_root.pem(), &sig, Some(&other)));
+        std::os::unix::fs::chown(&file, Some(owner.uid), Some(0)).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    // A file whose ACL decides is refused to a caller who does not own it.
+    let acl = std::process::Command::new("setfacl")
+        .args(["-m", "u:4243:r"])
+        .arg(&file)
+        .status();
+    if acl.is_ok_and(|s| s.success()) {
+        assert!(!sec.verify_file_signature(path, &pki.mf_root.pem(), &sig, Some(&stranger)));
+        assert!(sec.verify_file_signature(path, &pki.mf_root.pem(), &sig, Some(&owner)));
+        let _ = std::process::Command::new("setfacl")
+            .arg("-b")
+            .arg(&file)
+            .status();
+    } else {
+        eprintln!("setfacl (Debian: acl) is missing: the ACL case is not checked");
+    }
 
     // One flipped byte in the file.
     let mut bytes = fs::read(&file).unwrap();

@@ -518,3 +518,29 @@ fn without_the_policy_file_the_daemon_still_refuses() {
         "{log}"
     );
 }
+
+/// A role group with many members (an entry over the first 16 KiB buffer
+/// of getgrnam_r) still resolves, so the daemon starts.
+#[test]
+fn a_large_role_group_resolves() {
+    if !is_root() {
+        eprintln!("SKIPPED: the group test edits /etc/group and must run as root");
+        return;
+    }
+    let name = format!("evt{:x}-big", std::process::id());
+    let _lock = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(run("groupadd", &["--system", &name]).status.success());
+    // Members need not exist for the group file: 3,000 names of 12 bytes.
+    let members: Vec<String> = (0..3000).map(|i| format!("member{i:05}")).collect();
+    let script = format!("s/^{name}:\\(.*\\):$/{name}:\\1:{}/", members.join(","));
+    let edited = run("sed", &["-i", &script, "/etc/group"]).status.success();
+    let line = String::from_utf8_lossy(&run("getent", &["group", &name]).stdout).into_owned();
+    let resolved = evsec::access::Roles::resolve(&evsec::config::Access {
+        write_groups: vec![name.clone()],
+        ..Default::default()
+    });
+    assert!(run("groupdel", &[&name]).status.success());
+    assert!(edited && line.len() > 32 * 1024, "{}", line.len());
+    let gid: u32 = line.split(':').nth(2).unwrap().parse().unwrap();
+    assert_eq!(resolved.unwrap().write_gids, vec![gid]);
+}
