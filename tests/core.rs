@@ -171,10 +171,19 @@ fn install_ca_results() {
         I::InvalidSignature
     );
 
-    // An oversized argument is refused before parsing.
+    // An oversized argument is bad content, refused before parsing: a
+    // result, not an error (contract §5).
     let huge = "A".repeat(70_000);
-    let err = sec.install_ca_certificate(&huge, Ca::MO).unwrap_err();
-    assert!(err.to_string().contains("limits.max_pem_bytes"), "{err}");
+    assert_eq!(
+        sec.install_ca_certificate(&huge, Ca::MO).unwrap(),
+        (I::InvalidFormat, vec![])
+    );
+    let huge_chain = pki.secc_chain_pem() + &" ".repeat(70_000);
+    assert_eq!(
+        sec.verify_certificate(&huge_chain, &[L::V2G]).unwrap(),
+        V::Unknown
+    );
+    assert_eq!(sec.get_mo_ocsp_request_data(&huge_chain).unwrap(), vec![]);
 
     // Only the two accepted certificates are on disk.
     assert_eq!(sec.certificate_entries(), 2);

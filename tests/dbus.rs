@@ -125,6 +125,21 @@ async fn every_method_over_a_real_bus() {
         invalid_args(c.get_installed_certificates(&["OEMRootCertificate"]).await)
             .contains("MFRootCertificate")
     );
+    // Repeats count once; a list longer than 32 is refused before parsing.
+    let repeated = c
+        .get_installed_certificates(&["V2GRootCertificate"; 20])
+        .await
+        .unwrap();
+    assert_eq!(repeated.1.len(), 1);
+    assert_eq!(repeated.1[0].1, hash_of(&pki.v2g_root, &pki.v2g_root));
+    assert!(invalid_args(
+        c.get_installed_certificates(&["V2GRootCertificate"; 33])
+            .await
+    )
+    .contains("33 values; at most 32"));
+    assert!(
+        invalid_args(c.verify_certificate("x", &["nope"; 100_000]).await).contains("100000 values")
+    );
 
     // DeleteCertificate: Accepted with its signal, then NotFound, then the
     // refused CSMS client certificate; neither of the last two signals.

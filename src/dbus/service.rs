@@ -145,11 +145,31 @@ fn parse_arg<T: FromStr<Err = UnknownValue>>(name: &str, value: &str) -> Result<
         .map_err(|e: UnknownValue| BusError::InvalidArgs(format!("argument {name}: {e}")))
 }
 
-fn parse_args<T: FromStr<Err = UnknownValue>>(
+/// Most values of an `as` enum argument: each type at most once, with room
+/// for repeats a client may send.
+const MAX_ENUM_VALUES: usize = 32;
+
+/// An `as` of enum strings, capped before any value is parsed, and with
+/// repeats removed (first occurrence kept), so that a huge list costs
+/// nothing downstream.
+fn parse_args<T: FromStr<Err = UnknownValue> + PartialEq>(
     name: &str,
     values: &[String],
 ) -> Result<Vec<T>, BusError> {
-    values.iter().map(|v| parse_arg(name, v)).collect()
+    if values.len() > MAX_ENUM_VALUES {
+        return Err(BusError::InvalidArgs(format!(
+            "argument {name}: {} values; at most {MAX_ENUM_VALUES}",
+            values.len()
+        )));
+    }
+    let mut parsed: Vec<T> = Vec::with_capacity(values.len());
+    for value in values {
+        let v = parse_arg(name, value)?;
+        if !parsed.contains(&v) {
+            parsed.push(v);
+        }
+    }
+    Ok(parsed)
 }
 
 fn parse_hash_data(

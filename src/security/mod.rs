@@ -256,15 +256,19 @@ impl EvseSecurity {
         result
     }
 
-    fn check_size(&self, what: &str, text: &str) -> Result<(), Error> {
+    /// Whether a PEM argument is within `limits.max_pem_bytes`. Oversized
+    /// content is bad content, answered with the method's own result
+    /// (contract §5), and refused before any parsing.
+    fn fits(&self, what: &str, text: &str) -> bool {
         let limit = self.layout.config.limits.max_pem_bytes;
         if text.len() > limit {
-            return Err(Error::InvalidArgs(format!(
-                "{what} is {} bytes; the limit is {limit} (limits.max_pem_bytes)",
+            tracing::warn!(
+                "{what} refused: {} bytes, over limits.max_pem_bytes ({limit})",
                 text.len()
-            )));
+            );
+            return false;
         }
-        Ok(())
+        true
     }
 
     /// Contract 5.1.
@@ -274,7 +278,9 @@ impl EvseSecurity {
         ca: CaCertificateType,
     ) -> Result<Outcome<InstallCertificateResult>, Error> {
         use InstallCertificateResult as R;
-        self.check_size("certificate", pem)?;
+        if !self.fits("CA certificate", pem) {
+            return Ok((R::InvalidFormat, vec![]));
+        }
         let cert = match x509::parse_pem_certificates(pem.as_bytes()) {
             Ok((mut certs, 0)) if certs.len() == 1 => certs.remove(0),
             _ => return Ok((R::InvalidFormat, vec![])),
@@ -504,7 +510,9 @@ impl EvseSecurity {
         chain_pem: &str,
         types: &[LeafCertificateType],
     ) -> Result<CertificateValidationResult, Error> {
-        self.check_size("certificate chain", chain_pem)?;
+        if !self.fits("certificate chain", chain_pem) {
+            return Ok(CertificateValidationResult::Unknown);
+        }
         let snap = self.snapshot();
         let now = x509::now();
         let mask = types.iter().fold(0u8, |m, t| m | 1 << t.anchor().slot());

@@ -85,7 +85,9 @@ impl EvseSecurity {
     /// Contract 5.7: the contract chain (leaf first) against the MO and V2G
     /// bundles. A chain that does not parse gives no entries, as in EVerest.
     pub fn get_mo_ocsp_request_data(&self, chain_pem: &str) -> Result<Vec<OcspRequest>, Error> {
-        self.check_size("certificate chain", chain_pem)?;
+        if !self.fits("contract chain", chain_pem) {
+            return Ok(Vec::new());
+        }
         let Some((chain, _)) = parse_chain(chain_pem) else {
             tracing::info!("MO OCSP request data: the contract chain does not parse");
             return Ok(Vec::new());
@@ -124,7 +126,9 @@ impl EvseSecurity {
         response_b64: &str,
     ) -> Result<(UpdateOcspCacheResult, Vec<StoreChange>), Error> {
         use UpdateOcspCacheResult as R;
-        self.check_size("ocsp_response", response_b64)?;
+        if !self.fits("OCSP response", response_b64) {
+            return Ok((R::InvalidFormat, vec![]));
+        }
         let Some(der) = x509::decode_base64(response_b64) else {
             return Ok((R::InvalidFormat, vec![]));
         };
