@@ -85,3 +85,76 @@ where
         writeln!(writer)
     }
 }
+
+/// At most `per_minute` lines of one kind a minute, so that a caller that
+/// fails on purpose cannot flood the journal; the lines held back are
+/// counted and reported with the next line let through.
+#[derive(Debug)]
+pub struct Throttle {
+    per_minute: u32,
+    state: std::sync::Mutex<ThrottleState>,
+}
+
+#[derive(Debug)]
+struct ThrottleState {
+    window: Option<std::time::Instant>,
+    admitted: u32,
+    held_back: u64,
+}
+
+impl Throttle {
+    /// A throttle letting `per_minute` lines through each minute.
+    pub const fn new(per_minute: u32) -> Throttle {
+        Throttle {
+            per_minute,
+            state: std::sync::Mutex::new(ThrottleState {
+                window: None,
+                admitted: 0,
+                held_back: 0,
+            }),
+        }
+    }
+
+    /// `Some(lines held back since the last one let through)` when a line
+    /// may be logged now, `None` when it is to be held back.
+    pub fn admit(&self) -> Option<u64> {
+        self.admit_at(std::time::Instant::now())
+    }
+
+    fn admit_at(&self, now: std::time::Instant) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let expired = s
+            .window
+            .is_none_or(|start| now.duration_since(start) >= std::time::Duration::from_secs(60));
+        if expired {
+            s.window = Some(now);
+            s.admitted = 0;
+        }
+        if s.admitted >= self.per_minute {
+            s.held_back += 1;
+            return None;
+        }
+        s.admitted += 1;
+        Some(std::mem::take(&mut s.held_back))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn throttle_lets_a_few_lines_through_a_minute_and_counts_the_rest() {
+        let t = Throttle::new(2);
+        let start = Instant::now();
+        assert_eq!(t.admit_at(start), Some(0));
+        assert_eq!(t.admit_at(start + Duration::from_secs(1)), Some(0));
+        for i in 0..5 {
+            assert_eq!(t.admit_at(start + Duration::from_secs(2 + i)), None);
+        }
+        assert_eq!(t.admit_at(start + Duration::from_secs(61)), Some(5));
+        assert_eq!(t.admit_at(start + Duration::from_secs(62)), Some(0));
+        assert_eq!(t.admit_at(start + Duration::from_secs(63)), None);
+    }
+}

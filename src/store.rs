@@ -141,6 +141,18 @@ impl Layout {
         Ok(layout)
     }
 
+    /// Creates again the `ocsp/` directories that are missing.
+    pub fn restore_ocsp_dirs(&self) {
+        for dir in self.ocsp_dirs().iter().filter(|d| !d.is_dir()) {
+            match create_dir(dir).and_then(|()| dir.parent().map_or(Ok(()), sync_dir)) {
+                Ok(()) => tracing::warn!("{} was missing; created again", dir.display()),
+                Err(e) => {
+                    tracing::error!("{} is missing and cannot be created: {e}", dir.display())
+                }
+            }
+        }
+    }
+
     /// The path of a bundle.
     pub fn bundle_path(&self, ca: CaCertificateType) -> &Path {
         self.config.ca_bundle(ca)

@@ -180,6 +180,23 @@ async fn ocsp_response_from_openssl_is_cached_as_der() {
     assert!(text.contains("Cert Status: good"), "{text}");
     assert!(text.contains("OCSP Response Status: successful"), "{text}");
 
+    // The ocsp/ directory removed by hand is made again by the next call.
+    let ocsp_dir = store.path("client/cso/ocsp");
+    std::fs::remove_dir_all(&ocsp_dir).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        c.update_ocsp_cache(&leaf_hash, &b64).await.unwrap(),
+        "Accepted"
+    );
+    assert!(ocsp_dir.is_dir());
+    let (_, info) = c
+        .get_leaf_certificate_info("V2G", "PEM", true)
+        .await
+        .unwrap();
+    let again = &info.ocsp.unwrap()[0].1;
+    assert!(again.starts_with(ocsp_dir.to_str().unwrap()), "{again}");
+    assert_eq!(std::fs::read(again).unwrap(), der);
+
     let mo_sub = evsec::testpki::issue(
         &CertSpec::ca("MO Sub", Some(0)).ocsp("http://mo.test/"),
         Some(&pki.mo_root),

@@ -71,7 +71,7 @@ async fn every_method_answers_hostile_input_and_the_store_stays_as_it_was() {
     let pki = Pki::generate().unwrap();
     let store = TempStore::with_pki(&pki);
     let bus = PrivateBus::start();
-    let _daemon = Daemon::start(&store.write_config(""), &bus);
+    let daemon = Daemon::start(&store.write_config(""), &bus);
     let c: Client = client(&bus).await;
     let dir = store.dir.path();
     let before = tree_contents(&store.certs);
@@ -462,6 +462,22 @@ async fn every_method_answers_hostile_input_and_the_store_stays_as_it_was() {
         "Valid"
     );
     assert_eq!(tree_contents(&store.certs), before);
+    // Caller-chosen paths are cut short in the log, and a burst of failed
+    // file checks is held back after the first lines.
+    for _ in 0..30 {
+        c.verify_file_signature("/nonexistent", &mf, &sig)
+            .await
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = daemon.log();
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 1024, "a log line of {longest} bytes");
+    let checks = log
+        .lines()
+        .filter(|l| l.contains("file signature not checked"))
+        .count();
+    assert_eq!(checks, 20, "{log}");
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -187,6 +187,10 @@ impl EvseSecurity {
                 // A watched directory went away or events were lost: watch
                 // again whatever exists now, and until every directory is
                 // watched, list everything on every call.
+                // The ocsp/ directories are the daemon's own: one removed by
+                // hand is made again, or responses could not be cached and
+                // the watch would stay incomplete for good.
+                self.layout.restore_ocsp_dirs();
                 if let Some(w) = &self.watcher {
                     let dirs = self.layout.watched_dirs();
                     let present: Vec<PathBuf> =
@@ -687,9 +691,14 @@ impl EvseSecurity {
             store::sha256_of_regular_file(path, reader)
         })
         .unwrap_or_else(|e| {
-            // The path is the caller's and may be megabytes long.
-            let shown: String = path.to_string_lossy().chars().take(256).collect();
-            tracing::info!("file signature not checked: {shown}: {e}");
+            if let Some(held_back) = FILE_CHECK_LOG.admit() {
+                // The path is the caller's and may be megabytes long.
+                let shown: String = path.to_string_lossy().chars().take(256).collect();
+                tracing::info!(
+                    "file signature not checked: {shown}: {e}{}",
+                    held_back_note(held_back)
+                );
+            }
             false
         })
     }
@@ -710,7 +719,12 @@ impl EvseSecurity {
             store::sha256_of_open_file(file)
         })
         .unwrap_or_else(|e| {
-            tracing::info!("file signature not checked: the descriptor cannot be read: {e}");
+            if let Some(held_back) = FILE_CHECK_LOG.admit() {
+                tracing::info!(
+                    "file signature not checked: the descriptor cannot be read: {e}{}",
+                    held_back_note(held_back)
+                );
+            }
             false
         })
     }
@@ -748,6 +762,18 @@ impl EvseSecurity {
     /// The `CertificateEntries` property.
     pub fn certificate_entries(&self) -> u32 {
         self.snapshot().entries
+    }
+}
+
+/// Lines about files whose signature could not be checked: callers choose
+/// the paths, and may fail on purpose.
+static FILE_CHECK_LOG: crate::logging::Throttle = crate::logging::Throttle::new(20);
+
+fn held_back_note(held_back: u64) -> String {
+    if held_back == 0 {
+        String::new()
+    } else {
+        format!(" ({held_back} such lines held back)")
     }
 }
 
