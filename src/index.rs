@@ -385,8 +385,8 @@ fn parse_in_parallel(
         } else {
             X509::from_pem(encoding)
         };
-        cert.and_then(CertFacts::new)
-            .map_err(|e| x509::first_error(&e))
+        cert.map_err(|e| x509::first_error(&e))
+            .and_then(CertFacts::new)
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if items.len() < 64 || threads == 1 {

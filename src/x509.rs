@@ -251,13 +251,52 @@ pub struct CertFacts {
     pub not_after: i64,
 }
 
+/// Largest RSA modulus accepted, in bits.
+pub const MAX_RSA_BITS: u32 = 8192;
+/// Largest RSA public exponent accepted, in bits: 2^32 - 1 at most.
+pub const MAX_RSA_EXPONENT_BITS: i32 = 32;
+
+/// Refuses public keys whose signature checks cost more than any real PKI
+/// needs: an RSA modulus over 8192 bits, or a public exponent of 2^32 or
+/// more (a 3,000-bit exponent makes one check cost milliseconds). Called
+/// before any signature is checked with the key.
+pub fn check_public_key(x509: &X509Ref) -> Result<(), String> {
+    let key = x509.public_key().map_err(|e| first_error(&e))?;
+    if key.id() != openssl::pkey::Id::RSA {
+        return Ok(());
+    }
+    let rsa = key.rsa().map_err(|e| first_error(&e))?;
+    if rsa.n().num_bits() > MAX_RSA_BITS as i32 {
+        return Err(format!(
+            "RSA modulus of {} bits, over {MAX_RSA_BITS}",
+            rsa.n().num_bits()
+        ));
+    }
+    if rsa.e().num_bits() > MAX_RSA_EXPONENT_BITS {
+        return Err(format!(
+            "RSA public exponent of {} bits, over {MAX_RSA_EXPONENT_BITS}",
+            rsa.e().num_bits()
+        ));
+    }
+    Ok(())
+}
+
 impl CertFacts {
-    /// Computes the facts of a certificate.
-    pub fn new(x509: X509) -> Result<CertFacts, openssl::error::ErrorStack> {
-        let der = x509.to_der()?;
-        let subject_der = x509.subject_name().to_der()?;
-        let issuer_der = x509.issuer_name().to_der()?;
-        let serial = crate::types::canonical_serial(&x509.serial_number().to_bn()?.to_hex_str()?);
+    /// Computes the facts of a certificate; refuses one whose key
+    /// [`check_public_key`] refuses, before its self-signature is checked.
+    pub fn new(x509: X509) -> Result<CertFacts, String> {
+        check_public_key(&x509)?;
+        let err = |e: openssl::error::ErrorStack| first_error(&e);
+        let der = x509.to_der().map_err(err)?;
+        let subject_der = x509.subject_name().to_der().map_err(err)?;
+        let issuer_der = x509.issuer_name().to_der().map_err(err)?;
+        let serial = crate::types::canonical_serial(
+            &x509
+                .serial_number()
+                .to_bn()
+                .and_then(|bn| bn.to_hex_str().map(|h| h.to_string()))
+                .map_err(err)?,
+        );
         let key_fingerprint = certificate_key_fingerprint(&x509);
         let self_signed = subject_der == issuer_der
             && x509

@@ -864,3 +864,68 @@ fn a_bundle_directory_removed_and_made_again_is_watched_again() {
     fs::remove_file(store.path("ca/mo/b.pem")).unwrap();
     assert!(!sec.is_ca_certificate_installed(Ca::MO));
 }
+
+/// A self-signed RSA CA certificate with public exponent `e`.
+fn rsa_root(bits: u32, e: u64) -> openssl::x509::X509 {
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::extension::BasicConstraints;
+    let exponent = BigNum::from_dec_str(&e.to_string()).unwrap();
+    let key = PKey::from_rsa(Rsa::generate_with_e(bits, &exponent).unwrap()).unwrap();
+    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", &format!("RSA e={e}"))
+        .unwrap();
+    let name = name.build();
+    let mut b = openssl::x509::X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    b.build()
+}
+
+/// Keys whose checks cost far more than any real PKI needs are refused
+/// before any signature is checked with them.
+#[test]
+fn rsa_keys_with_huge_exponents_are_refused_before_any_check() {
+    let store = TempStore::empty();
+    let sec = store.open();
+    let normal = rsa_root(2048, 65537);
+    let pem = |c: &openssl::x509::X509| String::from_utf8(c.to_pem().unwrap()).unwrap();
+    assert_eq!(
+        sec.install_ca_certificate(&pem(&normal), Ca::MF).unwrap().0,
+        I::Accepted
+    );
+    let huge_e = rsa_root(2048, (1u64 << 40) + 1);
+    assert_eq!(
+        CertFacts::new(huge_e.clone()).unwrap_err(),
+        "RSA public exponent of 41 bits, over 32"
+    );
+    assert_eq!(
+        sec.install_ca_certificate(&pem(&huge_e), Ca::MF).unwrap().0,
+        I::InvalidFormat
+    );
+    assert_eq!(
+        sec.verify_certificate(&pem(&huge_e), &[L::MF]).unwrap(),
+        V::Unknown
+    );
+    let file = store.dir.path().join("fw.bin");
+    fs::write(&file, b"firmware").unwrap();
+    let sig = openssl::base64::encode_block(&[0u8; 256]);
+    assert!(!sec.verify_file_signature(file.to_str().unwrap(), &pem(&huge_e), &sig, None));
+    // More PEM blocks than any chain needs: refused before parsing.
+    let many = pem(&normal).repeat(40);
+    assert_eq!(sec.verify_certificate(&many, &[L::MF]).unwrap(), V::Unknown);
+    assert_eq!(sec.get_mo_ocsp_request_data(&many).unwrap(), vec![]);
+}

@@ -747,6 +747,10 @@ impl EvseSecurity {
             Ok((mut certs, 0)) if certs.len() == 1 => certs.remove(0),
             _ => return Ok(false),
         };
+        if let Err(reason) = x509::check_public_key(&cert) {
+            tracing::info!("file signature not checked: signing certificate refused: {reason}");
+            return Ok(false);
+        }
         let Some(signature) = x509::decode_base64(signature_b64) else {
             return Ok(false);
         };
@@ -893,10 +897,25 @@ fn installed_chains(
     chains
 }
 
+/// Most PEM blocks a chain argument may hold: twice the longest path
+/// followed, so that a chain with a few extra certificates still parses.
+const MAX_PEM_BLOCKS: usize = 2 * MAX_CHAIN_DEPTH;
+
+fn memchr_count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
 /// Parses a chain argument, leaf first, with the number of PEM blocks that
 /// are not certificates; `None` when it holds no certificate or a block
 /// that does not parse.
 fn parse_chain(pem: &str) -> Option<(Vec<CertFacts>, usize)> {
+    // Counted before anything is parsed: no chain needs more blocks.
+    if memchr_count(pem.as_bytes(), b"-----BEGIN ") > MAX_PEM_BLOCKS {
+        return None;
+    }
     let (certs, others) = x509::parse_pem_certificates(pem.as_bytes()).ok()?;
     if certs.is_empty() {
         return None;
