@@ -150,6 +150,8 @@ pub struct Limits {
     /// Longest leaf chain accepted by `UpdateLeafCertificate`, in
     /// characters (OCPP MaxCertificateChainSize).
     pub max_chain_bytes: usize,
+    /// Largest file `VerifyFileSignature` hashes, in bytes.
+    pub max_file_bytes: u64,
 }
 
 impl Default for Limits {
@@ -159,6 +161,7 @@ impl Default for Limits {
             max_store_bytes: 50 * 1024 * 1024,
             max_pem_bytes: 64 * 1024,
             max_chain_bytes: 10_000,
+            max_file_bytes: 4 << 30,
         }
     }
 }
@@ -335,6 +338,7 @@ impl Config {
         positive("limits.max_store_bytes", self.limits.max_store_bytes)?;
         positive("limits.max_pem_bytes", self.limits.max_pem_bytes as u64)?;
         positive("limits.max_chain_bytes", self.limits.max_chain_bytes as u64)?;
+        positive("limits.max_file_bytes", self.limits.max_file_bytes)?;
         positive("gc.interval_seconds", self.gc.interval_seconds)?;
         positive("tpm.retry_seconds", self.tpm.retry_seconds)?;
         positive("gc.keep_leaves", self.gc.keep_leaves as u64)

@@ -520,9 +520,20 @@ pub fn ocsp_hash_text(hash: &crate::types::HashData) -> String {
 pub fn sha256_of_regular_file(
     path: &Path,
     reader: Option<&crate::access::Caller>,
+    bounds: &HashBounds,
 ) -> io::Result<Vec<u8>> {
     let file = open_regular_as(path, reader)?;
-    sha256_of_open_file(&file)
+    sha256_of_open_file(&file, bounds)
+}
+
+/// What stops the hashing of a file: a size cap, and a flag another thread
+/// sets when the answer is no longer wanted (the caller left the bus).
+#[derive(Debug)]
+pub struct HashBounds {
+    /// Largest file hashed, in bytes.
+    pub max_bytes: u64,
+    /// Set: stop at the next piece.
+    pub cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn open_regular_as(path: &Path, reader: Option<&crate::access::Caller>) -> io::Result<File> {
@@ -633,13 +644,33 @@ fn has_acl(fd: &std::os::fd::OwnedFd) -> io::Result<bool> {
 /// SHA-256 of an open regular file from its first byte, read in 64 KiB
 /// pieces so that memory does not grow with the file. Reads are positioned,
 /// so a descriptor shared with a caller keeps its offset.
-pub fn sha256_of_open_file(file: &File) -> io::Result<Vec<u8>> {
+pub fn sha256_of_open_file(file: &File, bounds: &HashBounds) -> io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
-    regular_file_metadata(file)?;
+    let size = regular_file_metadata(file)?.len();
+    if size > bounds.max_bytes {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!(
+                "{size} bytes, over limits.max_file_bytes ({})",
+                bounds.max_bytes
+            ),
+        ));
+    }
     let mut hasher = openssl::hash::Hasher::new(openssl::hash::MessageDigest::sha256())?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut offset = 0u64;
     loop {
+        if bounds.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the caller left",
+            ));
+        }
+        // A file that grows while it is read is not the file that was
+        // signed; and it must not keep the hash going for ever.
+        if offset > size {
+            return Err(io::Error::other("the file grew while it was read"));
+        }
         let n = match file.read_at(&mut buf, offset) {
             Ok(0) => break,
             Ok(n) => n,

@@ -413,3 +413,107 @@ fn a_lost_bus_ends_the_daemon_with_a_failure() {
     let again = Daemon::start(&store.write_config(""), &bus);
     assert_eq!(again.terminate(), Some(0));
 }
+
+/// File checks hash on a pool of their own: sixteen checks of a sparse
+/// 1 TiB file leave the certificate methods answering, and once their
+/// callers leave the bus the hashing stops, so that the next check runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_file_checks_neither_starve_others_nor_outlive_their_callers() {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    let bus = PrivateBus::start();
+    let config = store.write_config("[limits]\nmax_file_bytes = 1099511627776\n");
+    let _daemon = Daemon::start(&config, &bus);
+    let c = client(&bus).await;
+    let huge = store.dir.path().join("huge.bin");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let signer = pki.mf_root.pem();
+    let sig = openssl::base64::encode_block(&[0x30, 0x06, 2, 1, 1, 2, 1, 1]);
+    let mut callers: Vec<std::process::Child> = (0..16)
+        .map(|_| {
+            std::process::Command::new("busctl")
+                .args(["--address", &bus.address, "--timeout=3600", "call", "--"])
+                .args([
+                    "org.evsec.EvseSecurity1",
+                    "/org/evsec/EvseSecurity1",
+                    "org.evsec.EvseSecurity1",
+                    "VerifyFileSignature",
+                    "sss",
+                    huge.to_str().unwrap(),
+                    &signer,
+                    &sig,
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for caller in &mut callers {
+        assert!(caller.try_wait().unwrap().is_none(), "a check ended early");
+    }
+    // The certificate methods answer while the hashing goes on.
+    for _ in 0..20 {
+        let answer = tokio::time::timeout(Duration::from_secs(5), c.get_verify_file("V2G")).await;
+        assert!(answer.is_ok_and(|r| r.unwrap().ends_with("V2G_ROOT_CA.pem")));
+        let verdict = tokio::time::timeout(
+            Duration::from_secs(5),
+            c.verify_certificate(&pki.secc_chain_pem(), &["V2G"]),
+        )
+        .await;
+        assert_eq!(verdict.unwrap().unwrap(), "Valid");
+    }
+    // The callers leave; their checks stop, and a small file is checked
+    // by the same pool within seconds, not hours.
+    for caller in &mut callers {
+        let _ = caller.kill();
+        let _ = caller.wait();
+    }
+    let small = store.dir.path().join("small.bin");
+    std::fs::write(&small, b"firmware").unwrap();
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(60),
+        c.verify_file_signature(small.to_str().unwrap(), &signer, &sig),
+    )
+    .await;
+    assert!(
+        matches!(answer, Ok(Ok(false))),
+        "the pool stayed busy: {answer:?} after {:?}",
+        started.elapsed()
+    );
+}
+
+/// A file over `limits.max_file_bytes` is refused before it is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_over_the_size_cap_are_false_at_once() {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    let sec =
+        evsec::EvseSecurity::open(store.config_with("[limits]\nmax_file_bytes = 1000\n")).unwrap();
+    let key = openssl::pkey::PKey::private_key_from_pem(&pki.mf_root.key_pem()).unwrap();
+    let sign = |data: &[u8]| {
+        let mut signer =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
+        openssl::base64::encode_block(&signer.sign_oneshot_to_vec(data).unwrap())
+    };
+    for (len, expected) in [(1000usize, true), (1001, false)] {
+        let data = vec![7u8; len];
+        let file = store.dir.path().join(format!("fw{len}.bin"));
+        std::fs::write(&file, &data).unwrap();
+        assert_eq!(
+            sec.verify_file_signature(
+                file.to_str().unwrap(),
+                &pki.mf_root.pem(),
+                &sign(&data),
+                None
+            ),
+            expected,
+            "{len} bytes"
+        );
+    }
+}

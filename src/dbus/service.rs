@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,13 @@ use crate::types::{
 /// Blocking calls in flight at once; more wait, so that one client cannot
 /// take every blocking thread.
 const MAX_BLOCKING_CALLS: usize = 16;
+
+/// File signature checks hashing at once, on threads apart from the
+/// certificate methods' permits; more wait for their turn.
+const MAX_FILE_CHECKS: usize = 2;
+
+/// How often a running file check asks whether its caller is still there.
+const CALLER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 type WireCertificateInfo = HashMap<String, OwnedVariant>;
 
@@ -189,6 +197,7 @@ const MAX_CACHED_CALLERS: usize = 4096;
 struct EvseSecurityInterface {
     security: Arc<EvseSecurity>,
     permits: Arc<Semaphore>,
+    file_checks: Semaphore,
     roles: Roles,
     callers: std::sync::Mutex<HashMap<String, (u32, Vec<u32>)>>,
 }
@@ -258,6 +267,49 @@ impl EvseSecurityInterface {
             info.password = None;
         }
         info
+    }
+
+    /// Runs a file check on a blocking thread of its own small pool, so
+    /// that huge files never hold the permits the certificate methods
+    /// need; once a second it asks the bus whether the caller is still
+    /// there, and stops the hashing when it is not.
+    async fn file_check<F>(
+        &self,
+        hdr: &Header<'_>,
+        conn: &Connection,
+        work: F,
+    ) -> Result<bool, BusError>
+    where
+        F: FnOnce(&EvseSecurity, Arc<AtomicBool>) -> bool + Send + 'static,
+    {
+        let _permit = self
+            .file_checks
+            .acquire()
+            .await
+            .map_err(|_| BusError::Internal("daemon is shutting down".into()))?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let security = self.security.clone();
+        let flag = cancel.clone();
+        let mut task = tokio::task::spawn_blocking(move || work(&security, flag));
+        let sender = hdr
+            .sender()
+            .map(|s| zbus::names::BusName::from(s.to_owned()));
+        // A peer-to-peer connection has no bus to ask; its end closes it.
+        let dbus = zbus::fdo::DBusProxy::new(conn).await.ok();
+        loop {
+            tokio::select! {
+                done = &mut task => {
+                    return done.map_err(|e| BusError::Internal(format!("worker failed: {e}")));
+                }
+                () = tokio::time::sleep(CALLER_CHECK_INTERVAL) => {
+                    if let (Some(dbus), Some(sender)) = (&dbus, &sender) {
+                        if matches!(dbus.name_has_owner(sender.clone()).await, Ok(false)) {
+                            cancel.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Runs core work on a blocking thread, bounded by the permits.
@@ -619,8 +671,14 @@ impl EvseSecurityInterface {
         let caller = self
             .authorize(&hdr, conn, Need::Read, "VerifyFileSignature")
             .await?;
-        self.blocking(move |s| {
-            s.verify_file_signature(&file_path, &signing_certificate, &signature, Some(&caller))
+        self.file_check(&hdr, conn, move |s, cancel| {
+            s.verify_file_signature_until(
+                &file_path,
+                &signing_certificate,
+                &signature,
+                Some(&caller),
+                cancel,
+            )
         })
         .await
     }
@@ -640,8 +698,10 @@ impl EvseSecurityInterface {
         self.authorize(&hdr, conn, Need::Read, "VerifyFileSignatureFd")
             .await?;
         let file = std::fs::File::from(std::os::fd::OwnedFd::from(file));
-        self.blocking(move |s| s.verify_file_signature_fd(&file, &signing_certificate, &signature))
-            .await
+        self.file_check(&hdr, conn, move |s, cancel| {
+            s.verify_file_signature_fd(&file, &signing_certificate, &signature, cancel)
+        })
+        .await
     }
 
     /// Removes expired leaves beyond the newest, unused CSR keys and stale
@@ -797,6 +857,7 @@ pub async fn serve(
     let iface = EvseSecurityInterface {
         security,
         permits: Arc::new(Semaphore::new(MAX_BLOCKING_CALLS)),
+        file_checks: Semaphore::new(MAX_FILE_CHECKS),
         roles,
         callers: std::sync::Mutex::new(HashMap::new()),
     };

@@ -683,12 +683,27 @@ impl EvseSecurity {
         signature_b64: &str,
         reader: Option<&Caller>,
     ) -> bool {
+        let never = Arc::default();
+        self.verify_file_signature_until(path, signing_certificate, signature_b64, reader, never)
+    }
+
+    /// [`EvseSecurity::verify_file_signature`] that stops, `false`, once
+    /// `cancel` is set (the caller left the bus).
+    pub fn verify_file_signature_until(
+        &self,
+        path: &str,
+        signing_certificate: &str,
+        signature_b64: &str,
+        reader: Option<&Caller>,
+        cancel: Arc<AtomicBool>,
+    ) -> bool {
         let path = Path::new(path);
         if !path.is_absolute() {
             return false;
         }
+        let bounds = self.hash_bounds(cancel);
         self.verify_signature_of(signing_certificate, signature_b64, || {
-            store::sha256_of_regular_file(path, reader)
+            store::sha256_of_regular_file(path, reader, &bounds)
         })
         .unwrap_or_else(|e| {
             if let Some(held_back) = FILE_CHECK_LOG.admit() {
@@ -711,12 +726,14 @@ impl EvseSecurity {
         file: &std::fs::File,
         signing_certificate: &str,
         signature_b64: &str,
+        cancel: Arc<AtomicBool>,
     ) -> bool {
         if !file.metadata().is_ok_and(|m| m.is_file()) {
             return false;
         }
+        let bounds = self.hash_bounds(cancel);
         self.verify_signature_of(signing_certificate, signature_b64, || {
-            store::sha256_of_open_file(file)
+            store::sha256_of_open_file(file, &bounds)
         })
         .unwrap_or_else(|e| {
             if let Some(held_back) = FILE_CHECK_LOG.admit() {
@@ -727,6 +744,13 @@ impl EvseSecurity {
             }
             false
         })
+    }
+
+    fn hash_bounds(&self, cancel: Arc<AtomicBool>) -> store::HashBounds {
+        store::HashBounds {
+            max_bytes: self.config().limits.max_file_bytes,
+            cancel,
+        }
     }
 
     /// Checks the signature over the SHA-256 that `digest` computes, once
