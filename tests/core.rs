@@ -929,3 +929,39 @@ fn rsa_keys_with_huge_exponents_are_refused_before_any_check() {
     assert_eq!(sec.verify_certificate(&many, &[L::MF]).unwrap(), V::Unknown);
     assert_eq!(sec.get_mo_ocsp_request_data(&many).unwrap(), vec![]);
 }
+
+/// In an existing `c_rehash` tree, the links to `.crt` files are another
+/// tool's: evsecd keeps them, numbers its own links around them, and
+/// removes only the links it made.
+#[test]
+fn hash_links_of_other_tools_are_left_alone() {
+    let pki = pki();
+    let store = TempStore::empty();
+    let dir = store.path("ca/v2g");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("root.crt"), pki.v2g_root.pem()).unwrap();
+    let hash = format!("{:08x}", pki.v2g_root.cert.subject_name_hash());
+    std::os::unix::fs::symlink("root.crt", dir.join(format!("{hash}.0"))).unwrap();
+    std::os::unix::fs::symlink("gone.crt", dir.join("0badc0de.0")).unwrap();
+    let sec = evsec::EvseSecurity::open(store.config_with("v2g_ca_bundle = \"ca/v2g\"\n")).unwrap();
+    assert_eq!(
+        sec.install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G)
+            .unwrap()
+            .0,
+        I::Accepted
+    );
+    let link = |name: &str| fs::read_link(dir.join(name)).map(|t| t.to_string_lossy().into_owned());
+    assert_eq!(link(&format!("{hash}.0")).unwrap(), "root.crt");
+    assert_eq!(link("0badc0de.0").unwrap(), "gone.crt");
+    let own = link(&format!("{hash}.1")).unwrap();
+    assert!(
+        own.starts_with("V2G_ROOT_") && own.ends_with(".pem"),
+        "{own}"
+    );
+    // Deleting the root removes its file and evsecd's link only.
+    let h = hash_of(&pki.v2g_root, &pki.v2g_root);
+    assert_eq!(sec.delete_certificate(&h).0, D::Accepted);
+    assert!(link(&format!("{hash}.1")).is_err());
+    assert_eq!(link(&format!("{hash}.0")).unwrap(), "root.crt");
+    assert_eq!(link("0badc0de.0").unwrap(), "gone.crt");
+}

@@ -1081,7 +1081,6 @@ fn sync_hash_links(snap: &Snapshot) {
         if !done.insert(&bundle.path) {
             continue;
         }
-        let mut wanted: Vec<(String, String)> = Vec::new();
         let mut pairs: Vec<(u32, String)> = bundle
             .nodes
             .iter()
@@ -1097,14 +1096,7 @@ fn sync_hash_links(snap: &Snapshot) {
             .collect();
         pairs.sort();
         pairs.dedup();
-        let mut last: Option<u32> = None;
-        let mut n = 0;
-        for (hash, file) in pairs {
-            n = if last == Some(hash) { n + 1 } else { 0 };
-            last = Some(hash);
-            wanted.push((format!("{hash:08x}.{n}"), file));
-        }
-        if let Err(e) = apply_links(&bundle.path, &wanted) {
+        if let Err(e) = apply_links(&bundle.path, &pairs) {
             tracing::warn!(dir = %bundle.path.display(), error = %e, "cannot update hash links");
         }
     }
@@ -1117,26 +1109,56 @@ fn is_hash_link_name(name: &str) -> bool {
         && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn apply_links(dir: &Path, wanted: &[(String, String)]) -> std::io::Result<()> {
-    let mut changed = false;
-    let wanted_names: HashSet<&str> = wanted.iter().map(|(l, _)| l.as_str()).collect();
+/// Whether a link is one evsecd made: it names a `.pem` file of the same
+/// directory. Links made by others (`c_rehash` links to `.crt` files, say)
+/// are left alone, and keep their names.
+fn is_own_link(target: &Path) -> bool {
+    target.components().count() == 1 && target.extension().is_some_and(|e| e == "pem")
+}
+
+/// Makes the directory's subject-hash links those of `pairs` (hash, file
+/// name), numbered from 0 per hash and skipping names that others' links
+/// or files take; removes only its own links that are no longer wanted.
+fn apply_links(dir: &Path, pairs: &[(u32, String)]) -> std::io::Result<()> {
+    let mut own: HashMap<String, PathBuf> = HashMap::new();
+    let mut taken: HashSet<String> = HashSet::new();
     for entry in fs::read_dir(dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if is_hash_link_name(&name)
-            && entry.file_type()?.is_symlink()
-            && !wanted_names.contains(name.as_str())
-        {
-            fs::remove_file(entry.path())?;
-            changed = true;
+        if !is_hash_link_name(&name) {
+            continue;
+        }
+        match fs::read_link(entry.path()) {
+            Ok(target) if is_own_link(&target) => {
+                own.insert(name, target);
+            }
+            _ => {
+                taken.insert(name);
+            }
         }
     }
-    for (link, target) in wanted {
+    let mut wanted: Vec<(String, &str)> = Vec::new();
+    let mut last: Option<u32> = None;
+    let mut n = 0;
+    for (hash, file) in pairs {
+        n = if last == Some(*hash) { n + 1 } else { 0 };
+        last = Some(*hash);
+        while taken.contains(&format!("{hash:08x}.{n}")) {
+            n += 1;
+        }
+        wanted.push((format!("{hash:08x}.{n}"), file));
+    }
+    let mut changed = false;
+    let wanted_names: HashSet<&str> = wanted.iter().map(|(l, _)| l.as_str()).collect();
+    for name in own.keys().filter(|n| !wanted_names.contains(n.as_str())) {
+        fs::remove_file(dir.join(name))?;
+        changed = true;
+    }
+    for (link, target) in &wanted {
         let path = dir.join(link);
-        match fs::read_link(&path) {
-            Ok(t) if t == Path::new(target) => continue,
-            Ok(_) => fs::remove_file(&path)?,
-            Err(_) if path.symlink_metadata().is_ok() => continue, // a user's own file: leave it
-            Err(_) => {}
+        match own.get(link) {
+            Some(t) if t == Path::new(target) => continue,
+            Some(_) => fs::remove_file(&path)?,
+            None => {}
         }
         symlink(target, &path)?;
         changed = true;
