@@ -141,10 +141,34 @@ impl Layout {
         Ok(layout)
     }
 
+    /// Completes the group writes ([`write_group`]) a crash interrupted,
+    /// before stale temporary files are removed.
+    pub fn finish_group_writes(&self) {
+        for dir in self.watched_dirs() {
+            match finish_group_write(&dir) {
+                Ok(true) => {
+                    tracing::warn!("an interrupted write in {} was completed", dir.display())
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(
+                    "cannot complete the interrupted write in {}: {e}",
+                    dir.display()
+                ),
+            }
+        }
+    }
+
     /// Creates again the `ocsp/` directories that are missing.
     pub fn restore_ocsp_dirs(&self) {
-        for dir in self.ocsp_dirs().iter().filter(|d| !d.is_dir()) {
-            match create_dir(dir).and_then(|()| dir.parent().map_or(Ok(()), sync_dir)) {
+        // Only where its parent is still there: a store directory removed
+        // by hand is the operator's to restore.
+        let missing = self
+            .ocsp_dirs()
+            .into_iter()
+            .filter(|d| !d.is_dir() && d.parent().is_some_and(Path::is_dir));
+        for dir in missing {
+            let made = fs::create_dir(&dir).and_then(|()| dir.parent().map_or(Ok(()), sync_dir));
+            match made {
                 Ok(()) => tracing::warn!("{} was missing; created again", dir.display()),
                 Err(e) => {
                     tracing::error!("{} is missing and cannot be created: {e}", dir.display())
@@ -260,6 +284,7 @@ impl Layout {
 
     /// Removes temporary files that a crash left behind.
     pub fn remove_stale_temp_files(&self) {
+        self.finish_group_writes();
         for dir in self.watched_dirs() {
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
@@ -344,6 +369,82 @@ pub fn atomic_rewrite(path: &Path, data: &[u8]) -> io::Result<()> {
     write_whole(&target, data, mode, owner, false)
 }
 
+/// The name of the intent record of a group write in its directory.
+pub const GROUP_RECORD_NAME: &str = ".evsecd-group-write";
+
+/// Writes several new files of one directory whole, all or none, also
+/// across a crash: each goes to a temporary file first (fsync), then an
+/// intent record naming every rename is made durable, then the renames and
+/// the directory fsync, then the record goes. After a crash,
+/// [`Layout::finish_group_writes`] completes the renames of a record that
+/// exists; without a record, the temporary files are stale and removed.
+pub fn write_group(files: &[(PathBuf, Vec<u8>)], mode: u32) -> io::Result<()> {
+    let Some(dir) = files.first().and_then(|(p, _)| p.parent()) else {
+        return Ok(());
+    };
+    if files.iter().any(|(p, _)| p.parent() != Some(dir)) {
+        return Err(io::Error::other("a group write stays in one directory"));
+    }
+    let mut renames: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let result = (|| {
+        let mut record = String::new();
+        for (path, data) in files {
+            let tmp = write_temp(path, data, mode, None, false)?;
+            let (Some(t), Some(f)) = (
+                tmp.file_name().and_then(|n| n.to_str()),
+                path.file_name().and_then(|n| n.to_str()),
+            ) else {
+                let _ = fs::remove_file(&tmp);
+                return Err(io::Error::other("file names must be UTF-8"));
+            };
+            record.push_str(&format!("{t}\t{f}\n"));
+            renames.push((tmp, path.clone()));
+        }
+        let record_path = dir.join(GROUP_RECORD_NAME);
+        let record_tmp = write_temp(&record_path, record.as_bytes(), CERT_MODE, None, false)?;
+        fs::rename(&record_tmp, &record_path)?;
+        sync_dir(dir)?;
+        // From here on the write is decided: a crash is finished at start.
+        for (tmp, path) in &renames {
+            fs::rename(tmp, path)?;
+        }
+        sync_dir(dir)?;
+        remove_durably(&record_path)
+    })();
+    if result.is_err() {
+        for (tmp, _) in &renames {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+    result
+}
+
+/// Completes the group write that a crash interrupted in `dir`: every
+/// rename its record names whose temporary file is still there.
+fn finish_group_write(dir: &Path) -> io::Result<bool> {
+    let record_path = dir.join(GROUP_RECORD_NAME);
+    let record = match fs::read_to_string(&record_path) {
+        Ok(r) => r,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    for line in record.lines() {
+        let Some((tmp, name)) = line.split_once('\t') else {
+            continue;
+        };
+        if tmp.contains('/') || name.contains('/') || !tmp.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let tmp = dir.join(tmp);
+        if tmp.exists() {
+            fs::rename(&tmp, dir.join(name))?;
+        }
+    }
+    sync_dir(dir)?;
+    remove_durably(&record_path)?;
+    Ok(true)
+}
+
 /// The atomic write; `must_own`: fail rather than leave the file with
 /// another owner than `owner` (a key that its group cannot read).
 fn write_whole(
@@ -353,6 +454,26 @@ fn write_whole(
     owner: Option<(u32, u32)>,
     must_own: bool,
 ) -> io::Result<()> {
+    let tmp = write_temp(path, data, mode, owner, must_own)?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no directory"))?;
+    let result = fs::rename(&tmp, path).and_then(|()| sync_dir(dir));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `data` in a new temporary file beside `path`, with its mode (and owner)
+/// set and synced to disk; returns its path.
+fn write_temp(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    must_own: bool,
+) -> io::Result<PathBuf> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("path has no directory"))?;
@@ -384,14 +505,15 @@ fn write_whole(
             }
         }
         file.write_all(data)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        file.sync_all()
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    result
 }
 
 /// Removes a file and makes the removal durable. A file that is already

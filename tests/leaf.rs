@@ -735,9 +735,10 @@ fn ocsp_request_data() {
         ]
     );
     assert_eq!(sec.get_mo_ocsp_request_data("nothing").unwrap(), vec![]);
-    assert!(
-        sec.get_mo_ocsp_request_data(&"x".repeat(70_000)).is_err(),
-        "oversized"
+    assert_eq!(
+        sec.get_mo_ocsp_request_data(&"x".repeat(70_000)).unwrap(),
+        vec![],
+        "oversized content is bad content"
     );
 }
 
@@ -1058,4 +1059,58 @@ fn garbage_collection_keeps_keys_whose_certificate_is_not_recognised() {
     assert!(taken.exists());
     // Keys that were never recorded (an EVerest tree's) never expire.
     assert!(cso.join("SECC_LEAF.key").exists());
+}
+
+/// A leaf and its chain are written all or nothing, also across a crash:
+/// a crash after the write was decided is finished at the next start, one
+/// before it leaves nothing.
+#[test]
+fn an_interrupted_leaf_install_is_finished_or_undone_at_start() {
+    let pki = pki();
+    let store = ca_only_store(&pki);
+    let cso = store.path("client/cso");
+    let sec = store.open();
+    let leaf = csr_and_leaf(&sec, &pki, CertSpec::leaf("SECC-C"));
+    drop(sec);
+    let tmp = |name: &str| format!("{}{name}-1-1", evsec::store::TEMP_PREFIX);
+    let single = pem(&leaf);
+    let chain = pem(&leaf) + &pki.cpo_sub2.pem() + &pki.cpo_sub1.pem();
+    // Decided: both temporary files and the record are on disk, no rename
+    // was made. The next start makes both renames.
+    fs::write(cso.join(tmp("SECC_LEAF_X.pem")), &single).unwrap();
+    fs::write(cso.join(tmp("CPO_CERT_SECC_LEAF_CHAIN_X.pem")), &chain).unwrap();
+    fs::write(
+        cso.join(evsec::store::GROUP_RECORD_NAME),
+        format!(
+            "{}\tSECC_LEAF_X.pem\n{}\tCPO_CERT_SECC_LEAF_CHAIN_X.pem\n",
+            tmp("SECC_LEAF_X.pem"),
+            tmp("CPO_CERT_SECC_LEAF_CHAIN_X.pem")
+        ),
+    )
+    .unwrap();
+    let sec = store.open();
+    assert_eq!(
+        fs::read_to_string(cso.join("SECC_LEAF_X.pem")).unwrap(),
+        single
+    );
+    assert_eq!(
+        fs::read_to_string(cso.join("CPO_CERT_SECC_LEAF_CHAIN_X.pem")).unwrap(),
+        chain
+    );
+    assert!(!cso.join(evsec::store::GROUP_RECORD_NAME).exists());
+    let (status, info) = sec.get_leaf_certificate_info(L::V2G, false);
+    assert_eq!(status, Info::Accepted);
+    assert_eq!(info.unwrap().certificate_count, 3);
+    drop(sec);
+    // Not decided: temporary files without a record are removed.
+    fs::write(cso.join(tmp("SECC_LEAF_Y.pem")), &single).unwrap();
+    let _sec = store.open();
+    let names: Vec<String> = fs::read_dir(&cso)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("SECC_LEAF_Y")),
+        "{names:?}"
+    );
 }

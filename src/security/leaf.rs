@@ -234,18 +234,13 @@ impl EvseSecurity {
                 tracing::warn!(leaf = %leaf, "store full; leaf install refused");
                 return ((R::CertificateStoreMaxLengthExceeded, vec![]), vec![]);
             }
-            let mut written: Vec<PathBuf> = Vec::new();
-            for (path, data) in &files {
-                if let Err(e) = store::atomic_write(path, data, store::CERT_MODE) {
-                    tracing::error!(leaf = %leaf, path = %path.display(), error = %e, "leaf install failed");
-                    // All or nothing: take back what this call wrote.
-                    for done in &written {
-                        let _ = store::remove_durably(done);
-                    }
-                    return ((R::WriteError, vec![]), written);
-                }
-                written.push(path.clone());
+            // The leaf and its chain together, or neither, even across a
+            // crash.
+            if let Err(e) = store::write_group(&files, store::CERT_MODE) {
+                tracing::error!("leaf install failed leaf={leaf} dir={}: {e}", cert_dir.display());
+                return ((R::WriteError, vec![]), vec![]);
             }
+            let written: Vec<PathBuf> = files.into_iter().map(|(path, _)| path).collect();
             tracing::info!(leaf = %leaf, subject = %new_leaf.common_name(), serial = %new_leaf.serial, "leaf certificate installed");
             // The key has its certificate: never again a CSR key to expire.
             if let (Some(dir), Some(name)) = (key.path.parent(), key.path.file_name().and_then(|n| n.to_str())) {
