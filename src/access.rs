@@ -102,6 +102,24 @@ impl Roles {
         })
     }
 
+    /// Whether a caller may be handed the open key and chain of a `leaf`
+    /// domain (`OpenLeafCredentials`): root, the daemon's user and the
+    /// domain's key groups, nobody else, readers and writers included.
+    pub fn may_open_credentials(&self, uid: u32, gids: &[u32], leaf: LeafCertificateType) -> bool {
+        if uid == 0 || uid == self.daemon_uid {
+            return true;
+        }
+        gids.iter().any(|g| self.domain_key_gids(leaf).contains(g))
+    }
+
+    fn domain_key_gids(&self, leaf: LeafCertificateType) -> &[u32] {
+        match leaf {
+            LeafCertificateType::V2G => &self.v2g_key_gids,
+            LeafCertificateType::CSMS => &self.csms_key_gids,
+            _ => &[],
+        }
+    }
+
     /// Whether a caller may read the private key of a `leaf` domain, and so
     /// be told the password that opens it (contract §11.3): root, the
     /// daemon's user, the key group the files are given to, and the
@@ -110,11 +128,7 @@ impl Roles {
         if uid == 0 || uid == self.daemon_uid {
             return true;
         }
-        let domain: &[u32] = match leaf {
-            LeafCertificateType::V2G => &self.v2g_key_gids,
-            LeafCertificateType::CSMS => &self.csms_key_gids,
-            _ => &[],
-        };
+        let domain = self.domain_key_gids(leaf);
         gids.iter()
             .any(|g| Some(*g) == self.key_gid || domain.contains(g))
     }
@@ -206,6 +220,16 @@ mod tests {
         assert!(
             !roles.may_read_keys(1000, &[50, 60], v2g),
             "writers and readers are not key readers"
+        );
+        assert!(roles.may_open_credentials(1000, &[80], v2g));
+        assert!(roles.may_open_credentials(0, &[], csms));
+        assert!(
+            !roles.may_open_credentials(1000, &[70], v2g),
+            "key_group alone is not enough"
+        );
+        assert!(
+            !roles.may_open_credentials(1000, &[50, 60], v2g),
+            "nor are the roles"
         );
     }
 

@@ -456,6 +456,8 @@ mod tests {
         assert_eq!(production.access.write_groups, ["evsec-write"]);
         assert_eq!(production.access.read_groups, ["evsec-read"]);
         assert_eq!(production.access.key_group.as_deref(), Some("evsec-keys"));
+        assert_eq!(production.access.v2g_key_groups, ["evsec-keys"]);
+        assert_eq!(production.access.csms_key_groups, ["evsec-keys"]);
         assert_eq!(
             Config {
                 access: defaults.access.clone(),

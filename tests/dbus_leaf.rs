@@ -418,3 +418,52 @@ async fn garbage_collection_over_the_bus() {
     );
     assert!(store.path("client/csms/CSMS_LEAF.key").exists());
 }
+
+/// `OpenLeafCredentials` hands over the key and chain that leaf info names,
+/// as read-only descriptors at offset 0; by SECC ID too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaf_credentials_by_descriptor() {
+    use std::io::{Read, Write};
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    let bus = PrivateBus::start();
+    let _daemon = Daemon::start(&store.write_config(""), &bus);
+    let c = client(&bus).await;
+
+    let (status, info) = c
+        .get_leaf_certificate_info("V2G", "PEM", false)
+        .await
+        .unwrap();
+    assert_eq!(status, "Accepted");
+    let (status, mut files, by_fd) = c.open_leaf_credentials("V2G", "").await.unwrap();
+    assert_eq!(status, "Accepted");
+    assert_eq!(by_fd, info);
+    assert_eq!(files.len(), 2);
+    let chain_path = info
+        .certificate
+        .clone()
+        .or(info.certificate_single.clone())
+        .unwrap();
+    for (file, path) in files
+        .iter_mut()
+        .zip([info.key.clone().unwrap(), chain_path])
+    {
+        let mut got = Vec::new();
+        file.read_to_end(&mut got).unwrap();
+        assert_eq!(got, std::fs::read(&path).unwrap(), "{path}");
+        assert!(file.write_all(b"x").is_err(), "{path} is read-only");
+    }
+    // By SECC ID: the leaf whose commonName it is, else NotFound.
+    let cn = CertFacts::new(pki.secc_leaf.cert.clone())
+        .unwrap()
+        .common_name();
+    let (status, files, _) = c.open_leaf_credentials("V2G", &cn).await.unwrap();
+    assert_eq!((status.as_str(), files.len()), ("Accepted", 2));
+    let (status, files, info) = c.open_leaf_credentials("V2G", "SECC-NONE").await.unwrap();
+    assert_eq!(
+        (status.as_str(), files.len(), info.keys.len()),
+        ("NotFound", 0, 0)
+    );
+    let (status, files, _) = c.open_leaf_credentials("MO", "").await.unwrap();
+    assert_eq!((status.as_str(), files.len()), ("Rejected", 0));
+}

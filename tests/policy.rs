@@ -44,7 +44,9 @@ struct TestUsers {
     writer: String,
     reader: String,
     other: String,
+    key_user: String,
     write_group: String,
+    key_group: String,
     read_group: String,
     service_group: String,
 }
@@ -67,12 +69,14 @@ impl TestUsers {
             writer: format!("{tag}-wr"),
             reader: format!("{tag}-rd"),
             other: format!("{tag}-ot"),
+            key_user: format!("{tag}-ky"),
             write_group: format!("{tag}-write"),
+            key_group: format!("{tag}-keys"),
             read_group: format!("{tag}-read"),
             service_group: format!("{tag}-sg"),
         };
         let _lock = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
-        for group in [&users.service_group, &users.write_group, &users.read_group] {
+        for group in users.groups() {
             let out = run("groupadd", &["--system", group]);
             assert!(
                 out.status.success(),
@@ -104,12 +108,22 @@ impl TestUsers {
     }
 
     /// Each user with its primary group, which is its role.
-    fn accounts(&self) -> [(&str, &str); 4] {
+    fn accounts(&self) -> [(&str, &str); 5] {
         [
             (&self.service, &self.service_group),
             (&self.writer, &self.write_group),
             (&self.reader, &self.read_group),
             (&self.other, "nogroup"),
+            (&self.key_user, &self.key_group),
+        ]
+    }
+
+    fn groups(&self) -> [&String; 4] {
+        [
+            &self.service_group,
+            &self.write_group,
+            &self.read_group,
+            &self.key_group,
         ]
     }
 
@@ -136,6 +150,10 @@ impl TestUsers {
                 "group=\"evsec-read\"",
                 format!("group=\"{}\"", self.read_group),
             ),
+            (
+                "group=\"evsec-keys\"",
+                format!("group=\"{}\"", self.key_group),
+            ),
         ] {
             assert!(text.contains(from), "the shipped policy names {from}");
             text = text.replace(from, &to);
@@ -155,7 +173,7 @@ impl Drop for TestUsers {
                 eprintln!("userdel {user}: {}", String::from_utf8_lossy(&out.stderr));
             }
         }
-        for group in [&self.service_group, &self.write_group, &self.read_group] {
+        for group in self.groups() {
             let out = run("groupdel", &[group]);
             if !out.status.success() {
                 eprintln!("groupdel {group}: {}", String::from_utf8_lossy(&out.stderr));
@@ -314,8 +332,8 @@ fn service_store(pki: &Pki, users: &TestUsers) -> (TempStore, PathBuf) {
     let store = TempStore::with_pki(pki);
     std::fs::set_permissions(store.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let config = store.write_config(&format!(
-        "[access]\nwrite_groups = [\"{}\"]\nread_groups = [\"{}\"]\n",
-        users.write_group, users.read_group
+        "[access]\nwrite_groups = [\"{}\"]\nread_groups = [\"{}\"]\nv2g_key_groups = [\"{}\"]\n",
+        users.write_group, users.read_group, users.key_group
     ));
     let owner = format!("{}:{}", users.service, users.service_group);
     assert!(run("chown", &["-R", &owner, store.certs.to_str().unwrap()])
@@ -429,6 +447,23 @@ fn shipped_policy_and_daemon_checks_keep_roles_apart() {
     assert!(prop(reader).0);
     assert!(denied(&install(reader)), "{:?}", install(reader));
     assert!(denied(&csr(reader)));
+    // The key group, and only it, is handed the SECC's credentials; it
+    // gets nothing else.
+    let credentials = |user: &str| {
+        call_as(
+            &users,
+            user,
+            &bus,
+            "org.evsec.EvseSecurity1.OpenLeafCredentials",
+            &["string:V2G", "string:"],
+        )
+    };
+    let keys = &users.key_user[..];
+    let r = credentials(keys);
+    assert!(r.0 && r.1.contains("\"Accepted\""), "{}", r.1);
+    assert!(denied(&credentials(reader)), "{:?}", credentials(reader));
+    assert!(denied(&credentials(writer)), "{:?}", credentials(writer));
+    assert!(denied(&read(keys)));
     // Everyone else may only introspect.
     assert!(denied(&read(other)));
     assert!(denied(&prop(other)));
@@ -474,6 +509,14 @@ fn without_the_policy_file_the_daemon_still_refuses() {
         &[&format!("string:{}", pki.mo_root.pem()), "string:MO"],
     );
     assert!(denied(&install), "{}", install.1);
+    let credentials = call_as(
+        &users,
+        reader,
+        &bus,
+        "org.evsec.EvseSecurity1.OpenLeafCredentials",
+        &["string:V2G", "string:"],
+    );
+    assert!(denied(&credentials), "{}", credentials.1);
     let delete = call_as(
         &users,
         other,

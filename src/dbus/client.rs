@@ -114,6 +114,15 @@ trait EvseSecurity1 {
         include_ocsp: bool,
     ) -> zbus::Result<(String, Vec<HashMap<String, zbus::OwnedVariant>>)>;
     fn get_leaf_expiry_days_count(&self, certificate_type: &str) -> zbus::Result<i32>;
+    fn open_leaf_credentials(
+        &self,
+        certificate_type: &str,
+        secc_id: &str,
+    ) -> zbus::Result<(
+        String,
+        Vec<zbus::OwnedFd>,
+        HashMap<String, zbus::OwnedVariant>,
+    )>;
     fn verify_file_signature(
         &self,
         file_path: &str,
@@ -338,6 +347,21 @@ impl Client {
             .map(LeafInfo::decode)
             .collect::<Result<_, _>>()?;
         Ok((status, infos))
+    }
+
+    /// `OpenLeafCredentials`: the status, the key and chain files open for
+    /// reading, and the leaf's info.
+    pub async fn open_leaf_credentials(
+        &self,
+        leaf: &str,
+        secc_id: &str,
+    ) -> Result<(String, Vec<std::fs::File>, LeafInfo), ClientError> {
+        let (status, fds, dict) = self.proxy.open_leaf_credentials(leaf, secc_id).await?;
+        let files = fds
+            .into_iter()
+            .map(|fd| std::fs::File::from(std::os::fd::OwnedFd::from(fd)))
+            .collect();
+        Ok((status, files, LeafInfo::decode(dict)?))
     }
 
     /// `GetLeafExpiryDaysCount`.

@@ -213,6 +213,21 @@ impl EvseSecurityInterface {
         need: Need,
         member: &str,
     ) -> Result<Caller, BusError> {
+        let caller = self.caller_of(hdr, conn).await?;
+        if self.roles.allows(caller.uid, &caller.gids, need) {
+            return Ok(caller);
+        }
+        if need == Need::Write {
+            tracing::warn!(uid = caller.uid, member, "access denied");
+        }
+        Err(BusError::AccessDenied(format!(
+            "uid {} may not call {member}",
+            caller.uid
+        )))
+    }
+
+    /// The caller's UID and GIDs, from the bus (never from a PID).
+    async fn caller_of(&self, hdr: &Header<'_>, conn: &Connection) -> Result<Caller, BusError> {
         let Some(sender) = hdr.sender() else {
             return Err(BusError::AccessDenied("the call has no sender".into()));
         };
@@ -244,15 +259,7 @@ impl EvseSecurityInterface {
                 (uid, gids)
             }
         };
-        if self.roles.allows(uid, &gids, need) {
-            return Ok(Caller { uid, gids });
-        }
-        if need == Need::Write {
-            tracing::warn!(uid, member, "access denied");
-        }
-        Err(BusError::AccessDenied(format!(
-            "uid {uid} may not call {member}"
-        )))
+        Ok(Caller { uid, gids })
     }
 
     /// Leaf info as `caller` may see it: the key password only for those
@@ -655,6 +662,44 @@ impl EvseSecurityInterface {
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.get_leaf_expiry_days_count(leaf))
             .await
+    }
+
+    /// The key and chain of the leaf 5.11 selects (or of the SECC leaf
+    /// whose commonName is `secc_id`), as open read-only descriptors, for
+    /// the type's key groups only (contract 11.3).
+    #[zbus(out_args("status", "files", "info"))]
+    async fn open_leaf_credentials(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        certificate_type: String,
+        secc_id: String,
+    ) -> Result<(String, Vec<zbus::OwnedFd>, WireCertificateInfo), BusError> {
+        let caller = self.caller_of(&hdr, conn).await?;
+        let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
+        if !self
+            .roles
+            .may_open_credentials(caller.uid, &caller.gids, leaf)
+        {
+            tracing::warn!(uid = caller.uid, leaf = %leaf, "credentials refused: not in the type's key groups");
+            return Err(BusError::AccessDenied(format!(
+                "uid {} is in no key group of {leaf}",
+                caller.uid
+            )));
+        }
+        let (status, credentials) = self
+            .blocking(move |s| s.open_leaf_credentials(leaf, &secc_id))
+            .await??;
+        let Some(c) = credentials else {
+            return Ok((status.as_str().to_owned(), vec![], HashMap::new()));
+        };
+        tracing::info!(uid = caller.uid, leaf = %leaf, key = %c.info.key.display(), "credentials handed out");
+        let files = vec![
+            zbus::OwnedFd::from(std::os::fd::OwnedFd::from(c.key)),
+            zbus::OwnedFd::from(std::os::fd::OwnedFd::from(c.chain)),
+        ];
+        let info = wire_certificate_info(self.for_caller(&caller, leaf, c.info))?;
+        Ok((status.as_str().to_owned(), files, info))
     }
 
     /// Checks a file's signature with a certificate's key; the caller checks

@@ -1,5 +1,6 @@
 //! The station's own certificates: CSR, leaf install, leaf selection.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -18,6 +19,18 @@ use crate::x509::{self, CertFacts, CsrSubject};
 /// Longest organisation and common name accepted in a CSR (X.520 upper
 /// bound, ub-common-name and ub-organization-name).
 pub const MAX_NAME_LEN: usize = 64;
+
+/// What `OpenLeafCredentials` hands over: the key and chain files, open
+/// for reading at offset 0, and the leaf's info.
+#[derive(Debug)]
+pub struct LeafCredentials {
+    /// The private key file.
+    pub key: std::fs::File,
+    /// The chain file, else the leaf-only file.
+    pub chain: std::fs::File,
+    /// The leaf's CertificateInfo.
+    pub info: CertificateInfo,
+}
 
 /// `CertificateInfo` of contract 5.11. Paths are absolute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,6 +286,50 @@ impl EvseSecurity {
             ),
             Err(status) => (status, None),
         }
+    }
+
+    /// `OpenLeafCredentials` (contract §11.3): the leaf that 5.11 selects,
+    /// or the newest usable one whose commonName is `secc_id` when it is
+    /// not empty, with its key and chain file opened read-only (the chain
+    /// file, else the single file), so that the TLS stack needs no access
+    /// to the key directory. A file that cannot be opened is an error.
+    pub fn open_leaf_credentials(
+        &self,
+        leaf: LeafCertificateType,
+        secc_id: &str,
+    ) -> Result<(GetCertificateInfoStatus, Option<LeafCredentials>), Error> {
+        let snap = self.snapshot();
+        let leaves = match usable_leaves(&snap, leaf, x509::now()) {
+            Ok(leaves) => leaves,
+            Err(status) => return Ok((status, None)),
+        };
+        let Some(chosen) = leaves
+            .into_iter()
+            .find(|l| secc_id.is_empty() || l.cert.common_name() == secc_id)
+        else {
+            return Ok((GetCertificateInfoStatus::NotFound, None));
+        };
+        let info = self.info(&snap, chosen, false, false);
+        let open = |path: &std::path::Path| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+                .open(path)
+                .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))
+        };
+        let Some(chain_path) = info
+            .certificate
+            .as_ref()
+            .or(info.certificate_single.as_ref())
+        else {
+            return Err(Error::Internal("the selected leaf has no file".into()));
+        };
+        let key = open(&info.key)?;
+        let chain = open(chain_path)?;
+        Ok((
+            GetCertificateInfoStatus::Accepted,
+            Some(LeafCredentials { key, chain, info }),
+        ))
     }
 
     /// Contract 5.12: the newest usable leaf per root, with the root's PEM.

@@ -26,7 +26,7 @@ mod ocsp;
 
 use crate::x509::{self, CertFacts, Fingerprint, LeafTime};
 use leaf::path_with_issuer_keys;
-pub use leaf::CertificateInfo;
+pub use leaf::{CertificateInfo, LeafCredentials};
 pub use ocsp::OcspRequest;
 
 /// Longest base64 signature accepted by `VerifyFileSignature` (an RSA-8192
