@@ -517,3 +517,70 @@ async fn files_over_the_size_cap_are_false_at_once() {
         );
     }
 }
+
+/// A sender may have 16 calls in flight, waiting ones included; beyond
+/// that it is told `LimitsExceeded` at once, and other callers are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_are_bounded_per_sender() {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    let bus = PrivateBus::start();
+    let config = store.write_config("[limits]\nmax_file_bytes = 1099511627776\n");
+    let _daemon = Daemon::start(&config, &bus);
+    let huge = store.dir.path().join("huge.bin");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let signer = pki.mf_root.pem();
+    let sig = openssl::base64::encode_block(&[0x30, 0x06, 2, 1, 1, 2, 1, 1]);
+    let greedy = client(&bus).await;
+    let path = huge.to_str().unwrap().to_owned();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let (c, path, signer, sig) = (greedy.clone(), path.clone(), signer.clone(), sig.clone());
+        calls.spawn(async move { c.verify_file_signature(&path, &signer, &sig).await });
+    }
+    // 24 are refused at once; the 16 admitted ones hash for hours.
+    let mut refusals = 0;
+    while refusals < 24 {
+        let ended = tokio::time::timeout(Duration::from_secs(5), calls.join_next())
+            .await
+            .expect("refusals are immediate")
+            .unwrap()
+            .unwrap();
+        match ended {
+            Err(evsec::dbus::ClientError::Method { name, .. })
+                if name == "org.freedesktop.DBus.Error.LimitsExceeded" =>
+            {
+                refusals += 1
+            }
+            other => panic!("expected LimitsExceeded, got {other:?}"),
+        }
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), calls.join_next())
+            .await
+            .is_err(),
+        "the admitted checks are still hashing"
+    );
+    let other = client(&bus).await;
+    assert!(other
+        .get_verify_file("V2G")
+        .await
+        .unwrap()
+        .ends_with("V2G_ROOT_CA.pem"));
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        greedy.verify_file_signature(&path, &signer, &sig),
+    )
+    .await
+    .expect("a refusal is immediate");
+    match refused {
+        Err(evsec::dbus::ClientError::Method { name, message }) => {
+            assert_eq!(name, "org.freedesktop.DBus.Error.LimitsExceeded");
+            assert!(message.contains("try again later"), "{message}");
+        }
+        other => panic!("expected LimitsExceeded, got {other:?}"),
+    }
+}

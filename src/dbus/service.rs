@@ -88,6 +88,8 @@ pub enum BusError {
     InvalidArgs(String),
     /// `org.freedesktop.DBus.Error.AccessDenied`.
     AccessDenied(String),
+    /// `org.freedesktop.DBus.Error.LimitsExceeded`.
+    LimitsExceeded(String),
     /// `org.evsec.EvseSecurity1.Error.Internal`.
     Internal(String),
     /// An error of the bus connection itself.
@@ -99,6 +101,7 @@ impl BusError {
         match self {
             BusError::InvalidArgs(_) => "org.freedesktop.DBus.Error.InvalidArgs".to_owned(),
             BusError::AccessDenied(_) => "org.freedesktop.DBus.Error.AccessDenied".to_owned(),
+            BusError::LimitsExceeded(_) => "org.freedesktop.DBus.Error.LimitsExceeded".to_owned(),
             BusError::Internal(_) => format!("{ERROR_PREFIX}.Internal"),
             BusError::ZBus(zbus::Error::MethodError(name, _, _)) => name.to_string(),
             BusError::ZBus(_) => "org.freedesktop.DBus.Error.Failed".to_owned(),
@@ -107,9 +110,10 @@ impl BusError {
 
     fn message(&self) -> String {
         match self {
-            BusError::InvalidArgs(m) | BusError::AccessDenied(m) | BusError::Internal(m) => {
-                m.clone()
-            }
+            BusError::InvalidArgs(m)
+            | BusError::AccessDenied(m)
+            | BusError::LimitsExceeded(m)
+            | BusError::Internal(m) => m.clone(),
             BusError::ZBus(e) => e.to_string(),
         }
     }
@@ -126,7 +130,10 @@ impl DBusError for BusError {
 
     fn description(&self) -> Option<&str> {
         match self {
-            BusError::InvalidArgs(m) | BusError::AccessDenied(m) | BusError::Internal(m) => Some(m),
+            BusError::InvalidArgs(m)
+            | BusError::AccessDenied(m)
+            | BusError::LimitsExceeded(m)
+            | BusError::Internal(m) => Some(m),
             BusError::ZBus(_) => None,
         }
     }
@@ -188,6 +195,51 @@ fn parse_hash_data(
         .map_err(|e| BusError::InvalidArgs(format!("argument {name}: {e}")))
 }
 
+/// Calls in flight at once, waiting ones included.
+const MAX_CALLS_IN_FLIGHT: usize = 64;
+/// Calls of one sender in flight at once.
+const MAX_CALLS_PER_SENDER: usize = 16;
+
+/// The calls in flight, in total and per sender.
+#[derive(Debug, Default)]
+struct InFlight {
+    total: usize,
+    per_sender: HashMap<String, usize>,
+}
+
+/// A call let in by `admit`; counted out again when dropped.
+struct CallTicket {
+    flight: Arc<std::sync::Mutex<InFlight>>,
+    sender: String,
+}
+
+impl Drop for CallTicket {
+    fn drop(&mut self) {
+        let mut flight = self.flight.lock().unwrap_or_else(|e| e.into_inner());
+        flight.total = flight.total.saturating_sub(1);
+        if let Some(n) = flight.per_sender.get_mut(&self.sender) {
+            *n -= 1;
+            if *n == 0 {
+                flight.per_sender.remove(&self.sender);
+            }
+        }
+    }
+}
+
+/// An authorized caller, counted in flight until the call ends.
+struct Admitted {
+    caller: Caller,
+    _ticket: CallTicket,
+}
+
+impl std::ops::Deref for Admitted {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
 /// Callers remembered by unique name. Unique names are never reused on a
 /// bus, so an entry cannot go stale; the map is emptied when full so that
 /// it stays bounded.
@@ -200,6 +252,7 @@ struct EvseSecurityInterface {
     file_checks: Semaphore,
     roles: Roles,
     callers: std::sync::Mutex<HashMap<String, (u32, Vec<u32>)>>,
+    in_flight: Arc<std::sync::Mutex<InFlight>>,
 }
 
 impl EvseSecurityInterface {
@@ -212,10 +265,14 @@ impl EvseSecurityInterface {
         conn: &Connection,
         need: Need,
         member: &str,
-    ) -> Result<Caller, BusError> {
+    ) -> Result<Admitted, BusError> {
+        let ticket = self.admit(hdr)?;
         let caller = self.caller_of(hdr, conn).await?;
         if self.roles.allows(caller.uid, &caller.gids, need) {
-            return Ok(caller);
+            return Ok(Admitted {
+                caller,
+                _ticket: ticket,
+            });
         }
         if need == Need::Write {
             tracing::warn!(uid = caller.uid, member, "access denied");
@@ -224,6 +281,28 @@ impl EvseSecurityInterface {
             "uid {} may not call {member}",
             caller.uid
         )))
+    }
+
+    /// Lets a call in while fewer than [`MAX_CALLS_IN_FLIGHT`] calls, and
+    /// fewer than [`MAX_CALLS_PER_SENDER`] of its sender's, are in flight;
+    /// otherwise `LimitsExceeded` at once. Waiting calls hold their
+    /// arguments, so their number is what bounds the daemon's memory.
+    fn admit(&self, hdr: &Header<'_>) -> Result<CallTicket, BusError> {
+        let sender = hdr.sender().map(|s| s.to_string()).unwrap_or_default();
+        let mut flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = flight.per_sender.get(&sender).copied().unwrap_or(0);
+        if flight.total >= MAX_CALLS_IN_FLIGHT || mine >= MAX_CALLS_PER_SENDER {
+            return Err(BusError::LimitsExceeded(format!(
+                "{} calls in flight, {mine} of them from {sender}: try again later",
+                flight.total
+            )));
+        }
+        flight.total += 1;
+        *flight.per_sender.entry(sender.clone()).or_insert(0) += 1;
+        Ok(CallTicket {
+            flight: self.in_flight.clone(),
+            sender,
+        })
     }
 
     /// The caller's UID and GIDs, from the bus (never from a PID).
@@ -379,7 +458,8 @@ impl EvseSecurityInterface {
         certificate_type: String,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
-        self.authorize(&hdr, conn, Need::Write, "InstallCaCertificate")
+        let _call = self
+            .authorize(&hdr, conn, Need::Write, "InstallCaCertificate")
             .await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.change(&emitter, move |s| {
@@ -397,7 +477,8 @@ impl EvseSecurityInterface {
         certificate_hash_data: WireHashData,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
-        self.authorize(&hdr, conn, Need::Write, "DeleteCertificate")
+        let _call = self
+            .authorize(&hdr, conn, Need::Write, "DeleteCertificate")
             .await?;
         let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
         self.change(&emitter, move |s| Ok(s.delete_certificate(&query)))
@@ -414,7 +495,8 @@ impl EvseSecurityInterface {
         certificate_chain: String,
         certificate_types: Vec<String>,
     ) -> Result<String, BusError> {
-        self.authorize(&hdr, conn, Need::Read, "VerifyCertificate")
+        let _call = self
+            .authorize(&hdr, conn, Need::Read, "VerifyCertificate")
             .await?;
         let types: Vec<LeafCertificateType> = parse_args("certificate_types", &certificate_types)?;
         let result = self
@@ -431,7 +513,8 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         certificate_types: Vec<String>,
     ) -> Result<(String, Vec<WireHashDataChain>), BusError> {
-        self.authorize(&hdr, conn, Need::Read, "GetInstalledCertificates")
+        let _call = self
+            .authorize(&hdr, conn, Need::Read, "GetInstalledCertificates")
             .await?;
         let types: Vec<CertificateType> = parse_args("certificate_types", &certificate_types)?;
         let (status, chains) = self
@@ -461,7 +544,8 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         certificate_type: String,
     ) -> Result<bool, BusError> {
-        self.authorize(&hdr, conn, Need::Read, "IsCaCertificateInstalled")
+        let _call = self
+            .authorize(&hdr, conn, Need::Read, "IsCaCertificateInstalled")
             .await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.is_ca_certificate_installed(ca))
@@ -476,7 +560,8 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         certificate_type: String,
     ) -> Result<String, BusError> {
-        self.authorize(&hdr, conn, Need::Read, "GetVerifyFile")
+        let _call = self
+            .authorize(&hdr, conn, Need::Read, "GetVerifyFile")
             .await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.get_verify_file(ca)).await
@@ -490,7 +575,8 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         certificate_type: String,
     ) -> Result<String, BusError> {
-        self.authorize(&hdr, conn, Need::Read, "GetVerifyLocation")
+        let _call = self
+            .authorize(&hdr, conn, Need::Read, "GetVerifyLocation")
             .await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.get_verify_location(ca)).await
@@ -506,7 +592,8 @@ impl EvseSecurityInterface {
         certificate_type: String,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
-        self.authorize(&hdr, conn, Need::Write, "UpdateLeafCertificate")
+        let _call = self
+            .authorize(&hdr, conn, Need::Write, "UpdateLeafCertificate")
             .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.change(&emitter, move |s| {
@@ -522,7 +609,8 @@ impl EvseSecurityInterface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<WireOcspEntry>, BusError> {
-        self.authorize(&hdr, conn, Need::Read, "GetV2gOcspRequestData")
+        let _call = self
+            .authorize(&hdr, conn, Need::Read, "GetV2gOcspRequestData")
             .await?;
         Ok(wire_ocsp_requests(
             self.blocking(|s| s.get_v2g_ocsp_request_data()).await?,
@@ -537,7 +625,8 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         certificate_chain: String,
     ) -> Result<Vec<WireOcspEntry>, BusError> {
-        self.authorize(&hdr, conn, Need::Read, "GetMoOcspRequestData")
+        let _call = self
+            .authorize(&hdr, conn, Need::Read, "GetMoOcspRequestData")
             .await?;
         let requests = self
             .blocking(move |s| s.get_mo_ocsp_request_data(&certificate_chain))
@@ -555,7 +644,8 @@ impl EvseSecurityInterface {
         ocsp_response: String,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
-        self.authorize(&hdr, conn, Need::Write, "UpdateOcspCache")
+        let _call = self
+            .authorize(&hdr, conn, Need::Write, "UpdateOcspCache")
             .await?;
         let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
         self.change(&emitter, move |s| {
@@ -579,7 +669,8 @@ impl EvseSecurityInterface {
         use_tpm: bool,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(String, String), BusError> {
-        self.authorize(&hdr, conn, Need::Write, "GenerateCertificateSigningRequest")
+        let _call = self
+            .authorize(&hdr, conn, Need::Write, "GenerateCertificateSigningRequest")
             .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         let ((status, csr), changes) = self
@@ -657,7 +748,8 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         certificate_type: String,
     ) -> Result<i32, BusError> {
-        self.authorize(&hdr, conn, Need::Read, "GetLeafExpiryDaysCount")
+        let _call = self
+            .authorize(&hdr, conn, Need::Read, "GetLeafExpiryDaysCount")
             .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.get_leaf_expiry_days_count(leaf))
@@ -675,6 +767,7 @@ impl EvseSecurityInterface {
         certificate_type: String,
         secc_id: String,
     ) -> Result<(String, Vec<zbus::OwnedFd>, WireCertificateInfo), BusError> {
+        let _call = self.admit(&hdr)?;
         let caller = self.caller_of(&hdr, conn).await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         if !self
@@ -740,7 +833,8 @@ impl EvseSecurityInterface {
         signing_certificate: String,
         signature: String,
     ) -> Result<bool, BusError> {
-        self.authorize(&hdr, conn, Need::Read, "VerifyFileSignatureFd")
+        let _call = self
+            .authorize(&hdr, conn, Need::Read, "VerifyFileSignatureFd")
             .await?;
         let file = std::fs::File::from(std::os::fd::OwnedFd::from(file));
         self.file_check(&hdr, conn, move |s, cancel| {
@@ -757,7 +851,8 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), BusError> {
-        self.authorize(&hdr, conn, Need::Write, "GarbageCollect")
+        let _call = self
+            .authorize(&hdr, conn, Need::Write, "GarbageCollect")
             .await?;
         let changes = self.blocking(|s| s.garbage_collect()).await?;
         self.announce(&emitter, &changes).await;
@@ -774,7 +869,8 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         certificate_types: Vec<String>,
     ) -> Result<Vec<WireCertificateDetails>, BusError> {
-        self.authorize(&hdr, conn, Need::Read, "GetCertificateDetails")
+        let _call = self
+            .authorize(&hdr, conn, Need::Read, "GetCertificateDetails")
             .await?;
         let types: Vec<CertificateType> = parse_args("certificate_types", &certificate_types)?;
         let listed = self.blocking(move |s| s.list_certificates(&types)).await?;
@@ -811,7 +907,8 @@ impl EvseSecurityInterface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(u32, u32, u64, u64), BusError> {
-        self.authorize(&hdr, conn, Need::Read, "GetStoreUsage")
+        let _call = self
+            .authorize(&hdr, conn, Need::Read, "GetStoreUsage")
             .await?;
         let (usage, limits) = self.blocking(|s| s.store_usage()).await?;
         let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -840,7 +937,7 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, BusError> {
         if let Some(hdr) = hdr {
-            self.authorize(&hdr, conn, Need::Read, "Version").await?;
+            let _call = self.authorize(&hdr, conn, Need::Read, "Version").await?;
         }
         Ok(env!("CARGO_PKG_VERSION").to_owned())
     }
@@ -854,7 +951,8 @@ impl EvseSecurityInterface {
     ) -> Result<u32, BusError> {
         // No header: the daemon itself, emitting PropertiesChanged.
         if let Some(hdr) = hdr {
-            self.authorize(&hdr, conn, Need::Read, "CertificateEntries")
+            let _call = self
+                .authorize(&hdr, conn, Need::Read, "CertificateEntries")
                 .await?;
         }
         self.blocking(|s| s.certificate_entries()).await
@@ -905,6 +1003,7 @@ pub async fn serve(
         file_checks: Semaphore::new(MAX_FILE_CHECKS),
         roles,
         callers: std::sync::Mutex::new(HashMap::new()),
+        in_flight: Arc::default(),
     };
     let connection = builder(bus)
         .serve_at(OBJECT_PATH, iface)
