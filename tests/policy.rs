@@ -541,6 +541,27 @@ fn without_the_policy_file_the_daemon_still_refuses() {
         &["string:org.evsec.EvseSecurity1", "string:Version"],
     );
     assert!(denied(&prop), "{}", prop.1);
+    // GetAll too: denied, not an empty dictionary.
+    let all = call_as(
+        &users,
+        other,
+        &bus,
+        "org.freedesktop.DBus.Properties.GetAll",
+        &["string:org.evsec.EvseSecurity1"],
+    );
+    assert!(denied(&all), "{}", all.1);
+    let all = call_as(
+        &users,
+        reader,
+        &bus,
+        "org.freedesktop.DBus.Properties.GetAll",
+        &["string:org.evsec.EvseSecurity1"],
+    );
+    assert!(
+        all.0 && all.1.contains("\"Version\"") && all.1.contains("\"CertificateEntries\""),
+        "{}",
+        all.1
+    );
     let ok = call_as(
         &users,
         reader,

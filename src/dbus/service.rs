@@ -90,6 +90,12 @@ pub enum BusError {
     AccessDenied(String),
     /// `org.freedesktop.DBus.Error.LimitsExceeded`.
     LimitsExceeded(String),
+    /// `org.freedesktop.DBus.Error.UnknownInterface`.
+    UnknownInterface(String),
+    /// `org.freedesktop.DBus.Error.UnknownProperty`.
+    UnknownProperty(String),
+    /// `org.freedesktop.DBus.Error.PropertyReadOnly`.
+    PropertyReadOnly(String),
     /// `org.evsec.EvseSecurity1.Error.Internal`.
     Internal(String),
     /// An error of the bus connection itself.
@@ -102,6 +108,13 @@ impl BusError {
             BusError::InvalidArgs(_) => "org.freedesktop.DBus.Error.InvalidArgs".to_owned(),
             BusError::AccessDenied(_) => "org.freedesktop.DBus.Error.AccessDenied".to_owned(),
             BusError::LimitsExceeded(_) => "org.freedesktop.DBus.Error.LimitsExceeded".to_owned(),
+            BusError::UnknownInterface(_) => {
+                "org.freedesktop.DBus.Error.UnknownInterface".to_owned()
+            }
+            BusError::UnknownProperty(_) => "org.freedesktop.DBus.Error.UnknownProperty".to_owned(),
+            BusError::PropertyReadOnly(_) => {
+                "org.freedesktop.DBus.Error.PropertyReadOnly".to_owned()
+            }
             BusError::Internal(_) => format!("{ERROR_PREFIX}.Internal"),
             BusError::ZBus(zbus::Error::MethodError(name, _, _)) => name.to_string(),
             BusError::ZBus(_) => "org.freedesktop.DBus.Error.Failed".to_owned(),
@@ -113,6 +126,9 @@ impl BusError {
             BusError::InvalidArgs(m)
             | BusError::AccessDenied(m)
             | BusError::LimitsExceeded(m)
+            | BusError::UnknownInterface(m)
+            | BusError::UnknownProperty(m)
+            | BusError::PropertyReadOnly(m)
             | BusError::Internal(m) => m.clone(),
             BusError::ZBus(e) => e.to_string(),
         }
@@ -133,6 +149,9 @@ impl DBusError for BusError {
             BusError::InvalidArgs(m)
             | BusError::AccessDenied(m)
             | BusError::LimitsExceeded(m)
+            | BusError::UnknownInterface(m)
+            | BusError::UnknownProperty(m)
+            | BusError::PropertyReadOnly(m)
             | BusError::Internal(m) => Some(m),
             BusError::ZBus(_) => None,
         }
@@ -1005,31 +1024,133 @@ pub async fn serve(
         callers: std::sync::Mutex::new(HashMap::new()),
         in_flight: Arc::default(),
     };
+    let bus_error = |source: zbus::Error| ServeError::Bus {
+        bus: bus.clone(),
+        source,
+    };
     let connection = builder(bus)
         .serve_at(OBJECT_PATH, iface)
-        .name(BUS_NAME)
-        .allow_name_replacements(false)
-        .replace_existing_names(false)
         .build()
         .await
-        .map_err(|e| match e {
-            zbus::Error::NameTaken => ServeError::NameTaken(bus.clone()),
-            source => ServeError::Bus {
-                bus: bus.clone(),
-                source,
-            },
-        })?;
-    match connection
-        .object_server()
+        .map_err(bus_error)?;
+    // The object is complete before the name is taken, so that no caller
+    // ever meets zbus's own Properties in place of the guarded one.
+    let server = connection.object_server();
+    let iface = server
         .interface::<_, EvseSecurityInterface>(OBJECT_PATH)
         .await
-    {
-        Ok(iface) => {
-            tokio::spawn(collect_garbage_periodically(iface, gc_interval));
-        }
-        Err(e) => tracing::error!(error = %e, "garbage collection timer not started"),
+        .map_err(bus_error)?;
+    server
+        .remove::<zbus::fdo::Properties, _>(OBJECT_PATH)
+        .await
+        .map_err(bus_error)?;
+    server
+        .at(
+            OBJECT_PATH,
+            GuardedProperties {
+                iface: iface.clone(),
+            },
+        )
+        .await
+        .map_err(bus_error)?;
+    let flags = zbus::fdo::RequestNameFlags::DO_NOT_QUEUE;
+    match connection.request_name_with_flags(BUS_NAME, flags).await {
+        Ok(zbus::fdo::RequestNameReply::PrimaryOwner) => {}
+        Ok(_) | Err(zbus::Error::NameTaken) => return Err(ServeError::NameTaken(bus.clone())),
+        Err(e) => return Err(bus_error(e)),
     }
+    tokio::spawn(collect_garbage_periodically(iface, gc_interval));
     Ok(Server { connection })
+}
+
+/// `org.freedesktop.DBus.Properties` of the object, in place of zbus's
+/// own: that one's `GetAll` leaves out every property whose getter fails,
+/// so a caller without the right would get an empty dictionary instead of
+/// `AccessDenied` (contract §3). The properties are read-only.
+struct GuardedProperties {
+    iface: zbus::object_server::InterfaceRef<EvseSecurityInterface>,
+}
+
+impl GuardedProperties {
+    fn ours(interface_name: &str) -> Result<(), BusError> {
+        if interface_name == super::INTERFACE {
+            Ok(())
+        } else {
+            Err(BusError::UnknownInterface(format!(
+                "no properties on interface `{interface_name}`"
+            )))
+        }
+    }
+}
+
+fn owned<T: Into<Variant<'static>>>(value: T) -> Result<OwnedVariant, BusError> {
+    OwnedVariant::try_from(value.into())
+        .map_err(|e| BusError::Internal(format!("cannot encode a property: {e}")))
+}
+
+#[interface(name = "org.freedesktop.DBus.Properties", introspection_docs = false)]
+impl GuardedProperties {
+    /// A property's value.
+    async fn get(
+        &self,
+        interface_name: String,
+        property_name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<OwnedVariant, BusError> {
+        Self::ours(&interface_name)?;
+        let this = self.iface.get().await;
+        match property_name.as_str() {
+            "Version" => owned(this.version(Some(hdr), conn).await?),
+            "CertificateEntries" => owned(this.certificate_entries(Some(hdr), conn).await?),
+            _ => Err(BusError::UnknownProperty(format!(
+                "no property `{property_name}`"
+            ))),
+        }
+    }
+
+    /// Every property, or `AccessDenied` for a caller who may not read
+    /// them.
+    async fn get_all(
+        &self,
+        interface_name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<HashMap<String, OwnedVariant>, BusError> {
+        if interface_name != super::INTERFACE {
+            // Introspectable and Peer have no properties.
+            return Ok(HashMap::new());
+        }
+        let this = self.iface.get().await;
+        let version = this.version(Some(hdr.clone()), conn).await?;
+        let entries = this.certificate_entries(Some(hdr), conn).await?;
+        Ok(HashMap::from([
+            ("Version".to_owned(), owned(version)?),
+            ("CertificateEntries".to_owned(), owned(entries)?),
+        ]))
+    }
+
+    /// Every property is read-only.
+    async fn set(
+        &self,
+        interface_name: String,
+        property_name: String,
+        _value: OwnedVariant,
+    ) -> Result<(), BusError> {
+        Self::ours(&interface_name)?;
+        Err(BusError::PropertyReadOnly(format!(
+            "property `{property_name}` is read-only"
+        )))
+    }
+
+    /// Sent when a property changes.
+    #[zbus(signal)]
+    async fn properties_changed(
+        emitter: &SignalEmitter<'_>,
+        interface_name: &str,
+        changed_properties: HashMap<&str, Variant<'_>>,
+        invalidated_properties: &[&str],
+    ) -> zbus::Result<()>;
 }
 
 async fn collect_garbage_periodically(
