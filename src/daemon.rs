@@ -20,6 +20,9 @@ pub struct Args {
     pub bus: Bus,
 }
 
+/// How long blocking work may still run once the daemon stops.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The usage line.
 pub const USAGE: &str = "usage: evsecd --config PATH [--bus system|session|ADDRESS]";
 
@@ -69,7 +72,13 @@ pub fn run(args: Args) -> ExitCode {
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(start(config, args.bus)),
+        Ok(runtime) => {
+            let code = runtime.block_on(start(config, args.bus));
+            // Work still running on the blocking pool (a file being hashed)
+            // must not hold the exit: systemd waits for it.
+            runtime.shutdown_timeout(SHUTDOWN_GRACE);
+            code
+        }
         Err(e) => fail(&format!("cannot start the runtime: {e}")),
     }
 }

@@ -584,3 +584,46 @@ async fn calls_in_flight_are_bounded_per_sender() {
         other => panic!("expected LimitsExceeded, got {other:?}"),
     }
 }
+
+/// SIGTERM while a huge file is hashed: the daemon stops the hashing and
+/// exits cleanly at once, instead of waiting for the file's end.
+#[test]
+fn sigterm_during_a_file_check_exits_at_once() {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    let bus = PrivateBus::start();
+    let config = store.write_config("[limits]\nmax_file_bytes = 1099511627776\n");
+    let daemon = Daemon::start(&config, &bus);
+    let huge = store.dir.path().join("huge.bin");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let mut caller = std::process::Command::new("busctl")
+        .args(["--address", &bus.address, "--timeout=3600", "call", "--"])
+        .args([
+            "org.evsec.EvseSecurity1",
+            "/org/evsec/EvseSecurity1",
+            "org.evsec.EvseSecurity1",
+            "VerifyFileSignature",
+            "sss",
+            huge.to_str().unwrap(),
+            &pki.mf_root.pem(),
+            "MAYCAQECAQE=",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(caller.try_wait().unwrap().is_none(), "the check is running");
+    let started = Instant::now();
+    assert_eq!(daemon.terminate(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let _ = caller.kill();
+    let _ = caller.wait();
+}

@@ -31,6 +31,15 @@ const MAX_BLOCKING_CALLS: usize = 16;
 /// certificate methods' permits; more wait for their turn.
 const MAX_FILE_CHECKS: usize = 2;
 
+/// Sets its flag when dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// How often a running file check asks whether its caller is still there.
 const CALLER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -392,25 +401,38 @@ impl EvseSecurityInterface {
             .acquire()
             .await
             .map_err(|_| BusError::Internal("daemon is shutting down".into()))?;
-        let cancel = Arc::new(AtomicBool::new(false));
-        let security = self.security.clone();
-        let flag = cancel.clone();
-        let mut task = tokio::task::spawn_blocking(move || work(&security, flag));
         let sender = hdr
             .sender()
             .map(|s| zbus::names::BusName::from(s.to_owned()));
         // A peer-to-peer connection has no bus to ask; its end closes it.
         let dbus = zbus::fdo::DBusProxy::new(conn).await.ok();
+        let gone = || async {
+            match (&dbus, &sender) {
+                (Some(dbus), Some(sender)) => {
+                    matches!(dbus.name_has_owner(sender.clone()).await, Ok(false))
+                }
+                _ => false,
+            }
+        };
+        // A call that waited for its turn may have lost its caller already.
+        if gone().await {
+            return Ok(false);
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        // Dropped with this call (the daemon stops, the connection goes):
+        // the hashing stops too.
+        let _stop = CancelOnDrop(cancel.clone());
+        let security = self.security.clone();
+        let flag = cancel.clone();
+        let mut task = tokio::task::spawn_blocking(move || work(&security, flag));
         loop {
             tokio::select! {
                 done = &mut task => {
                     return done.map_err(|e| BusError::Internal(format!("worker failed: {e}")));
                 }
                 () = tokio::time::sleep(CALLER_CHECK_INTERVAL) => {
-                    if let (Some(dbus), Some(sender)) = (&dbus, &sender) {
-                        if matches!(dbus.name_has_owner(sender.clone()).await, Ok(false)) {
-                            cancel.store(true, Ordering::Relaxed);
-                        }
+                    if gone().await {
+                        cancel.store(true, Ordering::Relaxed);
                     }
                 }
             }
