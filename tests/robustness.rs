@@ -414,44 +414,79 @@ fn a_lost_bus_ends_the_daemon_with_a_failure() {
     assert_eq!(again.terminate(), Some(0));
 }
 
+/// A daemon allowed to hash a sparse 1 TiB file, which takes hours.
+struct HugeFile {
+    pki: Pki,
+    store: TempStore,
+    bus: PrivateBus,
+    daemon: Daemon,
+    path: std::path::PathBuf,
+    signer: String,
+    signature: String,
+}
+
+impl HugeFile {
+    fn start() -> HugeFile {
+        let pki = Pki::generate().unwrap();
+        let store = TempStore::with_pki(&pki);
+        let bus = PrivateBus::start();
+        let config = store.write_config("[limits]\nmax_file_bytes = 1099511627776\n");
+        let daemon = Daemon::start(&config, &bus);
+        let path = store.dir.path().join("huge.bin");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(1 << 40)
+            .unwrap();
+        let signer = pki.mf_root.pem();
+        HugeFile {
+            pki,
+            store,
+            bus,
+            daemon,
+            path,
+            signer,
+            // An ECDSA signature of the right shape: the hash must be made.
+            signature: openssl::base64::encode_block(&[0x30, 0x06, 2, 1, 1, 2, 1, 1]),
+        }
+    }
+
+    /// `VerifyFileSignature` of the huge file by busctl, a caller of its own.
+    fn check_by_busctl(&self) -> std::process::Child {
+        std::process::Command::new("busctl")
+            .args([
+                "--address",
+                &self.bus.address,
+                "--timeout=3600",
+                "call",
+                "--",
+            ])
+            .args([
+                "org.evsec.EvseSecurity1",
+                "/org/evsec/EvseSecurity1",
+                "org.evsec.EvseSecurity1",
+                "VerifyFileSignature",
+                "sss",
+                self.path.to_str().unwrap(),
+                &self.signer,
+                &self.signature,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
+
 /// File checks hash on a pool of their own: sixteen checks of a sparse
 /// 1 TiB file leave the certificate methods answering, and once their
 /// callers leave the bus the hashing stops, so that the next check runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_file_checks_neither_starve_others_nor_outlive_their_callers() {
-    let pki = Pki::generate().unwrap();
-    let store = TempStore::with_pki(&pki);
-    let bus = PrivateBus::start();
-    let config = store.write_config("[limits]\nmax_file_bytes = 1099511627776\n");
-    let _daemon = Daemon::start(&config, &bus);
-    let c = client(&bus).await;
-    let huge = store.dir.path().join("huge.bin");
-    std::fs::File::create(&huge)
-        .unwrap()
-        .set_len(1 << 40)
-        .unwrap();
-    let signer = pki.mf_root.pem();
-    let sig = openssl::base64::encode_block(&[0x30, 0x06, 2, 1, 1, 2, 1, 1]);
-    let mut callers: Vec<std::process::Child> = (0..16)
-        .map(|_| {
-            std::process::Command::new("busctl")
-                .args(["--address", &bus.address, "--timeout=3600", "call", "--"])
-                .args([
-                    "org.evsec.EvseSecurity1",
-                    "/org/evsec/EvseSecurity1",
-                    "org.evsec.EvseSecurity1",
-                    "VerifyFileSignature",
-                    "sss",
-                    huge.to_str().unwrap(),
-                    &signer,
-                    &sig,
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let huge = HugeFile::start();
+    let (pki, store, bus) = (&huge.pki, &huge.store, &huge.bus);
+    let (signer, sig) = (&huge.signer, &huge.signature);
+    let c = client(bus).await;
+    let mut callers: Vec<std::process::Child> = (0..16).map(|_| huge.check_by_busctl()).collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     for caller in &mut callers {
         assert!(caller.try_wait().unwrap().is_none(), "a check ended early");
@@ -478,7 +513,7 @@ async fn huge_file_checks_neither_starve_others_nor_outlive_their_callers() {
     let started = Instant::now();
     let answer = tokio::time::timeout(
         Duration::from_secs(60),
-        c.verify_file_signature(small.to_str().unwrap(), &signer, &sig),
+        c.verify_file_signature(small.to_str().unwrap(), signer, sig),
     )
     .await;
     assert!(
@@ -522,20 +557,10 @@ async fn files_over_the_size_cap_are_false_at_once() {
 /// that it is told `LimitsExceeded` at once, and other callers are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_in_flight_are_bounded_per_sender() {
-    let pki = Pki::generate().unwrap();
-    let store = TempStore::with_pki(&pki);
-    let bus = PrivateBus::start();
-    let config = store.write_config("[limits]\nmax_file_bytes = 1099511627776\n");
-    let _daemon = Daemon::start(&config, &bus);
-    let huge = store.dir.path().join("huge.bin");
-    std::fs::File::create(&huge)
-        .unwrap()
-        .set_len(1 << 40)
-        .unwrap();
-    let signer = pki.mf_root.pem();
-    let sig = openssl::base64::encode_block(&[0x30, 0x06, 2, 1, 1, 2, 1, 1]);
-    let greedy = client(&bus).await;
-    let path = huge.to_str().unwrap().to_owned();
+    let huge = HugeFile::start();
+    let (bus, signer, sig) = (&huge.bus, huge.signer.clone(), huge.signature.clone());
+    let greedy = client(bus).await;
+    let path = huge.path.to_str().unwrap().to_owned();
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..40 {
         let (c, path, signer, sig) = (greedy.clone(), path.clone(), signer.clone(), sig.clone());
@@ -564,7 +589,7 @@ async fn calls_in_flight_are_bounded_per_sender() {
             .is_err(),
         "the admitted checks are still hashing"
     );
-    let other = client(&bus).await;
+    let other = client(bus).await;
     assert!(other
         .get_verify_file("V2G")
         .await
@@ -589,36 +614,12 @@ async fn calls_in_flight_are_bounded_per_sender() {
 /// exits cleanly at once, instead of waiting for the file's end.
 #[test]
 fn sigterm_during_a_file_check_exits_at_once() {
-    let pki = Pki::generate().unwrap();
-    let store = TempStore::with_pki(&pki);
-    let bus = PrivateBus::start();
-    let config = store.write_config("[limits]\nmax_file_bytes = 1099511627776\n");
-    let daemon = Daemon::start(&config, &bus);
-    let huge = store.dir.path().join("huge.bin");
-    std::fs::File::create(&huge)
-        .unwrap()
-        .set_len(1 << 40)
-        .unwrap();
-    let mut caller = std::process::Command::new("busctl")
-        .args(["--address", &bus.address, "--timeout=3600", "call", "--"])
-        .args([
-            "org.evsec.EvseSecurity1",
-            "/org/evsec/EvseSecurity1",
-            "org.evsec.EvseSecurity1",
-            "VerifyFileSignature",
-            "sss",
-            huge.to_str().unwrap(),
-            &pki.mf_root.pem(),
-            "MAYCAQECAQE=",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let huge = HugeFile::start();
+    let mut caller = huge.check_by_busctl();
     std::thread::sleep(Duration::from_millis(500));
     assert!(caller.try_wait().unwrap().is_none(), "the check is running");
     let started = Instant::now();
-    assert_eq!(daemon.terminate(), Some(0));
+    assert_eq!(huge.daemon.terminate(), Some(0));
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",

@@ -132,14 +132,8 @@ impl BusError {
 
     fn message(&self) -> String {
         match self {
-            BusError::InvalidArgs(m)
-            | BusError::AccessDenied(m)
-            | BusError::LimitsExceeded(m)
-            | BusError::UnknownInterface(m)
-            | BusError::UnknownProperty(m)
-            | BusError::PropertyReadOnly(m)
-            | BusError::Internal(m) => m.clone(),
             BusError::ZBus(e) => e.to_string(),
+            _ => self.description().unwrap_or_default().to_owned(),
         }
     }
 }

@@ -517,6 +517,10 @@ impl EvseSecurity {
         if !self.fits("certificate chain", chain_pem) {
             return Ok(CertificateValidationResult::Unknown);
         }
+        // Longer than any path followed: refused before parsing.
+        if pem_block_count(chain_pem.as_bytes()) > MAX_PEM_BLOCKS {
+            return Ok(CertificateValidationResult::InvalidChain);
+        }
         let snap = self.snapshot();
         let now = x509::now();
         let mask = types.iter().fold(0u8, |m, t| m | 1 << t.anchor().slot());
@@ -925,11 +929,10 @@ fn installed_chains(
 /// followed, so that a chain with a few extra certificates still parses.
 const MAX_PEM_BLOCKS: usize = 2 * MAX_CHAIN_DEPTH;
 
-fn memchr_count(haystack: &[u8], needle: &[u8]) -> usize {
-    haystack
-        .windows(needle.len())
-        .filter(|w| *w == needle)
-        .count()
+/// PEM blocks in `text`, counted by their BEGIN lines without decoding.
+fn pem_block_count(text: &[u8]) -> usize {
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    text.windows(BEGIN.len()).filter(|w| *w == BEGIN).count()
 }
 
 /// Parses a chain argument, leaf first, with the number of PEM blocks that
@@ -937,7 +940,7 @@ fn memchr_count(haystack: &[u8], needle: &[u8]) -> usize {
 /// that does not parse.
 fn parse_chain(pem: &str) -> Option<(Vec<CertFacts>, usize)> {
     // Counted before anything is parsed: no chain needs more blocks.
-    if memchr_count(pem.as_bytes(), b"-----BEGIN ") > MAX_PEM_BLOCKS {
+    if pem_block_count(pem.as_bytes()) > MAX_PEM_BLOCKS {
         return None;
     }
     let (certs, others) = x509::parse_pem_certificates(pem.as_bytes()).ok()?;
