@@ -46,6 +46,14 @@ bus() {
     shift
     runuser -u "$user" -- busctl --system --json=short call -- "$DEST" "$OBJ" "$DEST" "$@" 2>&1
 }
+# leaf_info USER TYPE: GetLeafCertificateInfo as USER; sets info, and key
+# and chain (the chain file, else the single file) from it.
+leaf_info() {
+    info=$(bus "$1" GetLeafCertificateInfo ssb "$2" PEM false)
+    note "$2 leaf info for $1: $info"
+    key=$(printf %s "$info" | jq -r '.data[1].key.data')
+    chain=$(printf %s "$info" | jq -r '(.data[1].certificate // .data[1].certificate_single).data')
+}
 # data JSON: the reply's first value.
 data() { printf %s "$1" | jq -r '.data[0]' 2>/dev/null; }
 # wait_active PREVIOUS_PID: until evsecd runs with another main PID.
@@ -173,11 +181,8 @@ for pair in V2G:cso CSMS:csms; do
 done
 
 # --- the SECC serves TLS with what GetLeafCertificateInfo names -----------------
-info=$(bus secc GetLeafCertificateInfo ssb V2G PEM false)
-note "V2G leaf info: $info"
+leaf_info secc V2G
 check secc.info_status Accepted "$(data "$info")"
-key=$(printf %s "$info" | jq -r '.data[1].key.data')
-chain=$(printf %s "$info" | jq -r '(.data[1].certificate // .data[1].certificate_single).data')
 pw=$(printf %s "$info" | jq -r '.data[1].password.data')
 check secc.password "$PASSWORD" "$pw"
 # The password goes to openssl in a file: on a command line, the journal
@@ -204,23 +209,20 @@ wait
 
 # The OCPP client: mutual TLS to a CSMS, its own key as client certificate
 # and the CSMS roots from GetVerifyFile.
-info=$(bus ocpp GetLeafCertificateInfo ssb CSMS PEM false)
-note "CSMS leaf info: $info"
+leaf_info ocpp CSMS
 check ocpp.info_status Accepted "$(data "$info")"
-key=$(printf %s "$info" | jq -r '.data[1].key.data')
-cert=$(printf %s "$info" | jq -r '(.data[1].certificate // .data[1].certificate_single).data')
 csms_roots=$(data "$(bus ocpp GetVerifyFile s CSMS)")
 timeout 60 openssl s_server -accept 127.0.0.1:8443 -cert "$W/csmsserver.pem" -key "$W/csmsserver.key" \
     -Verify 1 -CAfile "$W/csmsroot.pem" -verify_return_error -naccept 1 -quiet \
     > /dev/null 2> "$OUT/s_server-csms.err" &
 wait_port 8443
 hs=$(echo | runuser -u ocpp -- timeout 20 openssl s_client -connect 127.0.0.1:8443 \
-    -cert "$cert" -key "$key" -pass "file:$W/ocpp.pw" -CAfile "$csms_roots" \
+    -cert "$chain" -key "$key" -pass "file:$W/ocpp.pw" -CAfile "$csms_roots" \
     -verify_return_error -brief 2>&1)
 check ocpp.mtls_exit 0 $?
 check_has ocpp.mtls_verified "Verification: OK" "$hs"
 wait
-check_has ocpp.csms_saw_client "CN = CP-0001" "$(openssl x509 -in "$cert" -noout -subject -nameopt oneline)"
+check_has ocpp.csms_saw_client "CN = CP-0001" "$(openssl x509 -in "$chain" -noout -subject -nameopt oneline)"
 
 # --- OCSP: request data, a response from openssl ocsp, the cache ---------------
 req=$(bus secc GetV2gOcspRequestData)
