@@ -125,12 +125,8 @@ impl Roles {
     /// daemon's user, the key group the files are given to, and the
     /// domain's key groups.
     pub fn may_read_keys(&self, uid: u32, gids: &[u32], leaf: LeafCertificateType) -> bool {
-        if uid == 0 || uid == self.daemon_uid {
-            return true;
-        }
-        let domain = self.domain_key_gids(leaf);
-        gids.iter()
-            .any(|g| Some(*g) == self.key_gid || domain.contains(g))
+        self.may_open_credentials(uid, gids, leaf)
+            || self.key_gid.is_some_and(|k| gids.contains(&k))
     }
 
     /// Whether a caller with this UID and these GIDs (primary and

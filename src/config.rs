@@ -74,11 +74,11 @@ pub struct Access {
     /// client and the SECC can open them by path. Unset: keys are 0600.
     #[serde(default)]
     pub key_group: Option<String>,
-    /// Groups whose members may read the V2G and V2G20 keys: they get the
-    /// key password with the leaf info (contract §11.3).
+    /// Groups whose members may call `OpenLeafCredentials` for the V2G
+    /// (and V2G20) leaf and are told its key password (contract §11.3).
     #[serde(default)]
     pub v2g_key_groups: Vec<String>,
-    /// Groups whose members may read the CSMS key, likewise.
+    /// The same for the CSMS leaf.
     #[serde(default)]
     pub csms_key_groups: Vec<String>,
 }

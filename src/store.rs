@@ -757,9 +757,10 @@ fn has_acl(fd: &std::os::fd::OwnedFd) -> io::Result<bool> {
     if size >= 0 {
         return Ok(true);
     }
-    match io::Error::last_os_error().raw_os_error() {
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
         Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => Ok(false),
-        _ => Err(io::Error::last_os_error()),
+        _ => Err(error),
     }
 }
 

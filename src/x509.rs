@@ -115,6 +115,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     None
 }
 
+/// PEM blocks in `text`, counted by their BEGIN lines without decoding.
+pub fn pem_block_count(text: &[u8]) -> usize {
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    text.windows(BEGIN.len()).filter(|w| *w == BEGIN).count()
+}
+
 /// The certificates of a PEM argument, in order; any broken block fails
 /// the whole text. Blocks with other labels are counted in the second
 /// element so callers can refuse them.

@@ -31,6 +31,9 @@ const MAX_BLOCKING_CALLS: usize = 16;
 /// certificate methods' permits; more wait for their turn.
 const MAX_FILE_CHECKS: usize = 2;
 
+/// How often a running file check asks whether its caller is still there.
+const CALLER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Sets its flag when dropped.
 struct CancelOnDrop(Arc<AtomicBool>);
 
@@ -39,9 +42,6 @@ impl Drop for CancelOnDrop {
         self.0.store(true, Ordering::Relaxed);
     }
 }
-
-/// How often a running file check asks whether its caller is still there.
-const CALLER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 type WireCertificateInfo = HashMap<String, OwnedVariant>;
 

@@ -172,12 +172,7 @@ fn certified_keys(config: &crate::Config) -> Result<HashSet<Fingerprint>, String
                 return Err(format!("{} is too large to read", path.display()));
             }
             let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let certs = if bytes.starts_with(b"-----")
-                || x509::pem_blocks(&bytes)
-                    .0
-                    .iter()
-                    .any(|b| b.label == "CERTIFICATE")
-            {
+            let certs = if x509::pem_block_count(&bytes) > 0 {
                 x509::parse_pem_certificates(&bytes)
                     .map(|(certs, _)| certs)
                     .map_err(|e| format!("{}: {e}", path.display()))?

@@ -518,7 +518,7 @@ impl EvseSecurity {
             return Ok(CertificateValidationResult::Unknown);
         }
         // Longer than any path followed: refused before parsing.
-        if pem_block_count(chain_pem.as_bytes()) > MAX_PEM_BLOCKS {
+        if x509::pem_block_count(chain_pem.as_bytes()) > MAX_PEM_BLOCKS {
             return Ok(CertificateValidationResult::InvalidChain);
         }
         let snap = self.snapshot();
@@ -706,19 +706,10 @@ impl EvseSecurity {
             return false;
         }
         let bounds = self.hash_bounds(cancel);
-        self.verify_signature_of(signing_certificate, signature_b64, || {
+        // The path is the caller's and may be megabytes long.
+        let shown: String = path.to_string_lossy().chars().take(256).collect();
+        self.verify_signature_of(signing_certificate, signature_b64, &shown, || {
             store::sha256_of_regular_file(path, reader, &bounds)
-        })
-        .unwrap_or_else(|e| {
-            if let Some(held_back) = FILE_CHECK_LOG.admit() {
-                // The path is the caller's and may be megabytes long.
-                let shown: String = path.to_string_lossy().chars().take(256).collect();
-                tracing::info!(
-                    "file signature not checked: {shown}: {e}{}",
-                    held_back_note(held_back)
-                );
-            }
-            false
         })
     }
 
@@ -736,17 +727,8 @@ impl EvseSecurity {
             return false;
         }
         let bounds = self.hash_bounds(cancel);
-        self.verify_signature_of(signing_certificate, signature_b64, || {
+        self.verify_signature_of(signing_certificate, signature_b64, "the descriptor", || {
             store::sha256_of_open_file(file, &bounds)
-        })
-        .unwrap_or_else(|e| {
-            if let Some(held_back) = FILE_CHECK_LOG.admit() {
-                tracing::info!(
-                    "file signature not checked: the descriptor cannot be read: {e}{}",
-                    held_back_note(held_back)
-                );
-            }
-            false
         })
     }
 
@@ -757,33 +739,46 @@ impl EvseSecurity {
         }
     }
 
-    /// Checks the signature over the SHA-256 that `digest` computes, once
-    /// the certificate and the signature have been parsed; an I/O error of
-    /// `digest` is handed back.
+    /// Checks the signature over the SHA-256 that `digest` computes of the
+    /// file `shown` names, once the certificate and the signature have been
+    /// parsed. Every failure is `false`; one of `digest` is logged, at a
+    /// bounded rate.
     fn verify_signature_of(
         &self,
         signing_certificate: &str,
         signature_b64: &str,
+        shown: &str,
         digest: impl FnOnce() -> std::io::Result<Vec<u8>>,
-    ) -> std::io::Result<bool> {
+    ) -> bool {
         if signing_certificate.len() > self.config().limits.max_pem_bytes
             || signature_b64.len() > MAX_SIGNATURE_B64
         {
-            return Ok(false);
+            return false;
         }
         let cert = match x509::parse_pem_certificates(signing_certificate.as_bytes()) {
             Ok((mut certs, 0)) if certs.len() == 1 => certs.remove(0),
-            _ => return Ok(false),
+            _ => return false,
+        };
+        // Callers choose what fails here, and may fail on purpose.
+        let not_checked = |why: &dyn std::fmt::Display| {
+            if let Some(held_back) = FILE_CHECK_LOG.admit() {
+                tracing::info!(
+                    "file signature not checked: {shown}: {why}{}",
+                    held_back_note(held_back)
+                );
+            }
+            false
         };
         if let Err(reason) = x509::check_public_key(&cert) {
-            tracing::info!("file signature not checked: signing certificate refused: {reason}");
-            return Ok(false);
+            return not_checked(&format_args!("signing certificate refused: {reason}"));
         }
         let Some(signature) = x509::decode_base64(signature_b64) else {
-            return Ok(false);
+            return false;
         };
-        let digest = digest()?;
-        Ok(x509::verify_digest_signature(&cert, &digest, &signature))
+        match digest() {
+            Ok(digest) => x509::verify_digest_signature(&cert, &digest, &signature),
+            Err(e) => not_checked(&e),
+        }
     }
 
     /// Files and bytes the store takes, and their quotas.
@@ -929,18 +924,12 @@ fn installed_chains(
 /// followed, so that a chain with a few extra certificates still parses.
 const MAX_PEM_BLOCKS: usize = 2 * MAX_CHAIN_DEPTH;
 
-/// PEM blocks in `text`, counted by their BEGIN lines without decoding.
-fn pem_block_count(text: &[u8]) -> usize {
-    const BEGIN: &[u8] = b"-----BEGIN ";
-    text.windows(BEGIN.len()).filter(|w| *w == BEGIN).count()
-}
-
 /// Parses a chain argument, leaf first, with the number of PEM blocks that
 /// are not certificates; `None` when it holds no certificate or a block
 /// that does not parse.
 fn parse_chain(pem: &str) -> Option<(Vec<CertFacts>, usize)> {
     // Counted before anything is parsed: no chain needs more blocks.
-    if pem_block_count(pem.as_bytes()) > MAX_PEM_BLOCKS {
+    if x509::pem_block_count(pem.as_bytes()) > MAX_PEM_BLOCKS {
         return None;
     }
     let (certs, others) = x509::parse_pem_certificates(pem.as_bytes()).ok()?;
