@@ -292,9 +292,61 @@ fn busctl_installs_lists_and_deletes() {
 
 #[test]
 fn a_wrong_signature_is_invalid_args() {
-    let store = TempStore::empty();
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
     let bus = PrivateBus::start();
     let _daemon = Daemon::start(&store.write_config(""), &bus);
+    let before = tree_contents(store.dir.path());
+    // A struct argument's fields, sent loose, decode as the struct would:
+    // only the header's signature tells them apart.
+    let (a, b, c, d) = hash_of(&pki.mo_root, &pki.mo_root);
+    let fields = [a.as_str(), b.as_str(), c.as_str(), d.as_str()];
+    let call = |signature: &str, args: &[&str]| {
+        let mut argv = vec![
+            "call",
+            "--",
+            DEST,
+            PATH,
+            DEST,
+            "DeleteCertificate",
+            signature,
+        ];
+        argv.extend_from_slice(args);
+        busctl(&bus.address, &argv)
+    };
+    let (ok, _, err) = call("ssss", &fields);
+    assert!(!ok);
+    assert!(
+        err.contains("DeleteCertificate takes a body of signature `(ssss)`, not `ssss`"),
+        "{err}"
+    );
+    let (ok, _, err) = call("(sss)", &fields[..3]);
+    assert!(!ok);
+    assert!(err.contains("not `(sss)`"), "{err}");
+    assert_eq!(tree_contents(store.dir.path()), before);
+    // The same fields as the struct are executed.
+    let (ok, out, err) = call("(ssss)", &fields);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "s \"Accepted\"");
+    // The properties interface is held to its signatures too.
+    let (ok, _, err) = busctl(
+        &bus.address,
+        &[
+            "call",
+            DEST,
+            PATH,
+            "org.freedesktop.DBus.Properties",
+            "Get",
+            "(ss)",
+            DEST,
+            "Version",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("Get takes a body of signature `ss`, not `(ss)`"),
+        "{err}"
+    );
     let out = Command::new("dbus-send")
         .arg(format!("--bus={}", bus.address))
         .args([

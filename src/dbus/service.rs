@@ -12,6 +12,7 @@ use zbus::names::ErrorName;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection, DBusError, OwnedVariant, Variant};
 
+use super::exact_signature::ExactSignatures;
 use super::{
     builder, Bus, WireCertificateDetails, WireHashData, WireHashDataChain, WireOcspEntry, BUS_NAME,
     ERROR_PREFIX, OBJECT_PATH,
@@ -268,6 +269,38 @@ impl std::ops::Deref for Admitted {
 const MAX_CACHED_CALLERS: usize = 4096;
 
 /// The served object.
+/// The interface as the object server holds it.
+type Served = ExactSignatures<EvseSecurityInterface>;
+
+/// Each method of the interface with its in-signature, as the introspection
+/// XML gives it (a unit test holds the two in step).
+const METHOD_SIGNATURES: &[(&str, &str)] = &[
+    ("InstallCaCertificate", "ss"),
+    ("DeleteCertificate", "(ssss)"),
+    ("VerifyCertificate", "sas"),
+    ("GetInstalledCertificates", "as"),
+    ("IsCaCertificateInstalled", "s"),
+    ("GetVerifyFile", "s"),
+    ("GetVerifyLocation", "s"),
+    ("UpdateLeafCertificate", "ss"),
+    ("GetV2gOcspRequestData", ""),
+    ("GetMoOcspRequestData", "s"),
+    ("UpdateOcspCache", "(ssss)s"),
+    ("GenerateCertificateSigningRequest", "ssssb"),
+    ("GetLeafCertificateInfo", "ssb"),
+    ("GetAllValidCertificatesInfo", "ssb"),
+    ("GetLeafExpiryDaysCount", "s"),
+    ("OpenLeafCredentials", "ss"),
+    ("VerifyFileSignature", "sss"),
+    ("VerifyFileSignatureFd", "hss"),
+    ("GarbageCollect", ""),
+    ("GetCertificateDetails", "as"),
+    ("GetStoreUsage", ""),
+];
+
+/// The methods of `org.freedesktop.DBus.Properties`.
+const PROPERTIES_SIGNATURES: &[(&str, &str)] = &[("Get", "ss"), ("GetAll", "s"), ("Set", "ssv")];
+
 struct EvseSecurityInterface {
     security: Arc<EvseSecurity>,
     permits: Arc<Semaphore>,
@@ -1045,7 +1078,7 @@ pub async fn serve(
         source,
     };
     let connection = builder(bus)
-        .serve_at(OBJECT_PATH, iface)
+        .serve_at(OBJECT_PATH, ExactSignatures::new(iface, METHOD_SIGNATURES))
         .build()
         .await
         .map_err(bus_error)?;
@@ -1053,7 +1086,7 @@ pub async fn serve(
     // ever meets zbus's own Properties in place of the guarded one.
     let server = connection.object_server();
     let iface = server
-        .interface::<_, EvseSecurityInterface>(OBJECT_PATH)
+        .interface::<_, Served>(OBJECT_PATH)
         .await
         .map_err(bus_error)?;
     server
@@ -1063,9 +1096,12 @@ pub async fn serve(
     server
         .at(
             OBJECT_PATH,
-            GuardedProperties {
-                iface: iface.clone(),
-            },
+            ExactSignatures::new(
+                GuardedProperties {
+                    iface: iface.clone(),
+                },
+                PROPERTIES_SIGNATURES,
+            ),
         )
         .await
         .map_err(bus_error)?;
@@ -1084,7 +1120,7 @@ pub async fn serve(
 /// so a caller without the right would get an empty dictionary instead of
 /// `AccessDenied` (contract §3). The properties are read-only.
 struct GuardedProperties {
-    iface: zbus::object_server::InterfaceRef<EvseSecurityInterface>,
+    iface: zbus::object_server::InterfaceRef<Served>,
 }
 
 impl GuardedProperties {
@@ -1170,7 +1206,7 @@ impl GuardedProperties {
 }
 
 async fn collect_garbage_periodically(
-    iface: zbus::object_server::InterfaceRef<EvseSecurityInterface>,
+    iface: zbus::object_server::InterfaceRef<Served>,
     interval: Duration,
 ) {
     let mut ticks = tokio::time::interval(interval);
@@ -1183,5 +1219,36 @@ async fn collect_garbage_periodically(
             Ok(changes) => this.announce(iface.signal_emitter(), &changes).await,
             Err(e) => tracing::error!(error = ?e, "garbage collection failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::METHOD_SIGNATURES;
+
+    /// The table against the shipped introspection XML, which the D-Bus
+    /// tests hold in step with the code.
+    #[test]
+    fn method_signatures_are_the_introspected_ones() {
+        let xml = include_str!("org.evsec.EvseSecurity1.xml");
+        let attribute = |line: &str, name: &str| {
+            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+            let len = line[start..].find('"')?;
+            Some(line[start..start + len].to_owned())
+        };
+        let mut introspected: Vec<(String, String)> = Vec::new();
+        for line in xml.lines().map(str::trim) {
+            if line.starts_with("<method ") {
+                introspected.push((attribute(line, "name").unwrap(), String::new()));
+            } else if line.starts_with("<arg ") && line.contains("direction=\"in\"") {
+                let (_, signature) = introspected.last_mut().unwrap();
+                signature.push_str(&attribute(line, "type").unwrap());
+            }
+        }
+        let table: Vec<(String, String)> = METHOD_SIGNATURES
+            .iter()
+            .map(|(m, s)| ((*m).to_owned(), (*s).to_owned()))
+            .collect();
+        assert_eq!(table, introspected);
     }
 }
