@@ -10,6 +10,11 @@
 //! measured in the same run. It also prints start-to-ready time, idle RSS
 //! before and after 100,000 calls, and the size of the stripped release
 //! binary.
+//!
+//! `-- --hostile` measures instead what hostile calls cost the daemon: peak
+//! RSS while clients flood it with 16 MiB arguments, against its idle RSS;
+//! and daemon CPU per call of chains of crafted RSA keys (a 3070-bit public
+//! exponent), against the same calls with an ordinary chain.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -90,10 +95,14 @@ impl Drop for Bench {
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| {
+            s.lines().find(|l| l.starts_with(field)).map(|l| {
                 l.split_whitespace()
                     .nth(1)
                     .unwrap_or("0")
@@ -220,6 +229,10 @@ async fn main() {
         .unwrap_or(10_000);
     let iterations = if quick { 50 } else { 300 };
     let pki = Pki::generate().unwrap();
+    if args.iter().any(|a| a == "--hostile") {
+        hostile(&pki).await;
+        return;
+    }
     let chain = pki.secc_chain_pem();
     eprintln!("generating {max_extra} extra roots…");
     let extra_pem: String = (0..max_extra)
@@ -459,4 +472,189 @@ async fn main() {
             meta.len() as f64 / 1_048_576.0
         );
     }
+}
+
+/// CPU time the process has used, user and system, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// An RSA-3072 key whose public exponent is a 3070-bit prime: each
+/// signature check with it costs milliseconds.
+fn crafted_rsa_key() -> openssl::pkey::PKey<openssl::pkey::Private> {
+    use openssl::bn::{BigNum, BigNumContext};
+    use openssl::rsa::Rsa;
+    let bn = || BigNum::new().unwrap();
+    let mut ctx = BigNumContext::new().unwrap();
+    let (mut p, mut q, mut e) = (bn(), bn(), bn());
+    p.generate_prime(1536, false, None, None).unwrap();
+    q.generate_prime(1536, false, None, None).unwrap();
+    // A prime e below phi(n) is coprime to it.
+    e.generate_prime(3070, false, None, None).unwrap();
+    let one = BigNum::from_u32(1).unwrap();
+    let (mut n, mut p1, mut q1, mut phi) = (bn(), bn(), bn(), bn());
+    n.checked_mul(&p, &q, &mut ctx).unwrap();
+    p1.checked_sub(&p, &one).unwrap();
+    q1.checked_sub(&q, &one).unwrap();
+    phi.checked_mul(&p1, &q1, &mut ctx).unwrap();
+    let (mut d, mut dp, mut dq, mut qi) = (bn(), bn(), bn(), bn());
+    d.mod_inverse(&e, &phi, &mut ctx).unwrap();
+    dp.nnmod(&d, &p1, &mut ctx).unwrap();
+    dq.nnmod(&d, &q1, &mut ctx).unwrap();
+    qi.mod_inverse(&q, &p, &mut ctx).unwrap();
+    let rsa = Rsa::from_private_components(n, e, d, p, q, dp, dq, qi).unwrap();
+    openssl::pkey::PKey::from_rsa(rsa).unwrap()
+}
+
+/// 32 self-issued CA certificates of `key` (as many PEM blocks as a chain
+/// may hold), as one PEM text.
+fn self_issued_chain(key: &openssl::pkey::PKeyRef<openssl::pkey::Private>) -> String {
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::x509::extension::BasicConstraints;
+    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "Self-issued").unwrap();
+    let name = name.build();
+    (1..=32)
+        .map(|serial| {
+            let mut b = X509::builder().unwrap();
+            b.set_version(2).unwrap();
+            b.set_serial_number(&BigNum::from_u32(serial).unwrap().to_asn1_integer().unwrap())
+                .unwrap();
+            b.set_subject_name(&name).unwrap();
+            b.set_issuer_name(&name).unwrap();
+            b.set_pubkey(key).unwrap();
+            b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+                .unwrap();
+            b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).unwrap())
+                .unwrap();
+            b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+                .unwrap();
+            b.sign(key, MessageDigest::sha256()).unwrap();
+            String::from_utf8(b.build().to_pem().unwrap()).unwrap()
+        })
+        .collect()
+}
+
+/// Daemon CPU ticks per call, over `calls` calls.
+async fn ticks_per_call<F, Fut, T>(pid: u32, calls: usize, mut call: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let before = cpu_ticks(pid);
+    for _ in 0..calls {
+        call().await;
+    }
+    (cpu_ticks(pid) - before) as f64 / calls as f64
+}
+
+async fn hostile(pki: &Pki) {
+    let bench = start(pki, 10, "");
+    let pid = bench.daemon.id();
+    let address = Bus::Address(bench.address.clone());
+    let c = Client::connect(&address).await.unwrap();
+    let chain = pki.secc_chain_pem();
+    for _ in 0..50 {
+        c.verify_certificate(&chain, &["V2G"]).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = rss_kib(pid);
+    // Peak RSS from here on: writing 5 to clear_refs resets VmHWM.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+
+    // 4 clients, 20 calls of 16 MiB each, all at once: 1.25 GiB sent.
+    let huge = "A".repeat(16 << 20);
+    let mut flooders = Vec::new();
+    for _ in 0..4 {
+        flooders.push(Client::connect(&address).await.unwrap());
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for cl in flooders {
+        for _ in 0..20 {
+            let (cl, huge) = (cl.clone(), huge.clone());
+            tasks.push(tokio::spawn(async move {
+                match cl.verify_certificate(&huge, &["V2G"]).await {
+                    Ok(result) => result.to_string(),
+                    Err(evsec::dbus::ClientError::Method { name, .. }) => name,
+                    Err(e) => format!("{e}"),
+                }
+            }));
+        }
+    }
+    let mut answers = std::collections::BTreeMap::<String, usize>::new();
+    for t in tasks {
+        *answers.entry(t.await.unwrap()).or_default() += 1;
+    }
+    let flood_time = started.elapsed();
+    let peak = status_kib(pid, "VmHWM:");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid);
+    println!(
+        "flood of 80 VerifyCertificate calls of 16 MiB from 4 clients, {} ms: answers {answers:?}",
+        flood_time.as_millis()
+    );
+    println!(
+        "RSS idle {idle} KiB, peak during the flood {peak} KiB ({:.2}x idle), 2 s after {after} KiB ({:.2}x idle)",
+        peak as f64 / idle as f64,
+        after as f64 / idle as f64
+    );
+
+    // The baseline is the same shape with an ordinary key (e = 65537), so
+    // that the ratio shows what the crafted keys add, not what parsing 32
+    // certificates costs.
+    let crafted = self_issued_chain(&crafted_rsa_key());
+    let ordinary_key =
+        openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(3072).unwrap()).unwrap();
+    let ordinary = self_issued_chain(&ordinary_key);
+    let end = "-----END CERTIFICATE-----\n";
+    let first = |chain: &str| chain[..chain.find(end).unwrap() + end.len()].to_owned();
+    let (crafted_root, ordinary_root) = (first(&crafted), first(&ordinary));
+    println!(
+        "chains of 32 self-issued RSA-3072 certificates: crafted {} bytes, ordinary {} bytes",
+        crafted.len(),
+        ordinary.len()
+    );
+    let calls = 200;
+    let hz = 100.0; // USER_HZ on Linux
+    let ocsp_ticks = |chain: String| {
+        let c = c.clone();
+        async move { ticks_per_call(pid, calls, || c.get_mo_ocsp_request_data(&chain)).await }
+    };
+    let verify_ticks = |chain: String| {
+        let c = c.clone();
+        async move { ticks_per_call(pid, calls, || c.verify_certificate(&chain, &["MO"])).await }
+    };
+    let rows = [
+        (
+            "GetMoOcspRequestData, 32 certificates",
+            ocsp_ticks(ordinary.clone()).await,
+            ocsp_ticks(crafted.clone()).await,
+        ),
+        (
+            "VerifyCertificate, one root",
+            verify_ticks(ordinary_root.clone()).await,
+            verify_ticks(crafted_root.clone()).await,
+        ),
+    ];
+    for (what, normal, crafted) in rows {
+        println!(
+            "{what}: daemon CPU per call {:.2} ms with crafted keys, {:.2} ms with ordinary ones: {:.2}x ({calls} calls each)",
+            crafted * 1000.0 / hz,
+            normal * 1000.0 / hz,
+            crafted / normal
+        );
+    }
+    let answer = c.verify_certificate(&crafted_root, &["MO"]).await.unwrap();
+    let ocsp = c.get_mo_ocsp_request_data(&crafted).await.unwrap();
+    println!(
+        "answers to the crafted calls: VerifyCertificate {answer}, GetMoOcspRequestData {} entries",
+        ocsp.len()
+    );
 }
