@@ -11,6 +11,7 @@ pub mod dbus;
 pub mod index;
 pub mod logging;
 pub mod pending_keys;
+pub mod rfc5280;
 pub mod security;
 pub mod store;
 pub mod testpki;

@@ -399,7 +399,10 @@ pub fn build_store<'a>(
         // A duplicate is refused by OpenSSL with an error we do not care about.
         let _ = builder.add_cert(cert.clone());
     }
-    builder.set_flags(X509VerifyFlags::empty())?;
+    // Strict RFC 5280 decoding; any trusted certificate is an anchor, root
+    // or not (RFC 5280 6.1: a trust anchor is an input, not a
+    // self-signed certificate).
+    builder.set_flags(X509VerifyFlags::X509_STRICT | X509VerifyFlags::PARTIAL_CHAIN)?;
     Ok(builder.build())
 }
 
@@ -413,41 +416,75 @@ pub enum LeafTime {
     ValidNowOrLater,
 }
 
-/// Verifies `chain` (leaf first) against `store` at the current time.
-///
-/// Self-signed certificates in the input are dropped, so a peer cannot
-/// bring its own anchor. Every certificate of the path is checked for time,
-/// unlike the reference, which stops checking once the leaf is not expired.
-/// A leaf that is not yet valid is checked at its own notBefore instead, so
-/// that it can be installed ahead of use.
-pub fn verify_chain(
-    store: &X509Store,
-    chain: &[CertFacts],
-    now: i64,
-    leaf_time: LeafTime,
-) -> CertificateValidationResult {
-    let Some(leaf) = chain.first() else {
-        return CertificateValidationResult::Unknown;
-    };
-    if leaf.not_after < now {
-        return CertificateValidationResult::Expired;
-    }
-    let at = match leaf_time {
-        LeafTime::ValidNow => now,
-        LeafTime::ValidNowOrLater => now.max(leaf.not_before),
-    };
-    let Ok(mut untrusted) = Stack::new() else {
-        return CertificateValidationResult::Unknown;
-    };
-    for cert in chain.iter().skip(1).filter(|c| !c.self_signed) {
-        if untrusted.push(cert.x509.clone()).is_err() {
-            return CertificateValidationResult::Unknown;
+/// A chain verification's result, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainVerdict {
+    /// The contract's result.
+    pub result: CertificateValidationResult,
+    /// Why, as a sentence for an operator; empty when valid.
+    pub reason: String,
+    /// Position of the certificate that failed: 0 is the leaf.
+    pub depth: Option<usize>,
+    /// Its subject, one line.
+    pub subject: Option<String>,
+    /// OpenSSL's verify error code, when OpenSSL decided.
+    pub openssl_error: Option<i32>,
+}
+
+impl ChainVerdict {
+    fn new(result: CertificateValidationResult, reason: impl Into<String>) -> ChainVerdict {
+        ChainVerdict {
+            result,
+            reason: reason.into(),
+            depth: None,
+            subject: None,
+            openssl_error: None,
         }
     }
-    let Ok(mut ctx) = X509StoreContext::new() else {
-        return CertificateValidationResult::Unknown;
-    };
-    let outcome = ctx.init(store, &leaf.x509, &untrusted, |ctx| {
+
+    fn at(mut self, depth: usize, cert: &X509Ref) -> ChainVerdict {
+        self.depth = Some(depth);
+        self.subject = Some(one_line_name(cert.subject_name()));
+        self
+    }
+}
+
+/// A name as `CN=…, O=…`, for operators.
+pub fn one_line_name(name: &openssl::x509::X509NameRef) -> String {
+    name.entries()
+        .map(|e| {
+            let key = e.object().nid().short_name().unwrap_or("?");
+            let value = e
+                .data()
+                .to_string()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|_| "?".to_owned());
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What one OpenSSL verification said: the path it built, or the error
+/// with the depth and certificate it was found at.
+enum OpenSslVerdict {
+    Path(Vec<X509>),
+    Error {
+        code: i32,
+        reason: String,
+        depth: usize,
+        cert: Option<X509>,
+    },
+}
+
+fn openssl_verify(
+    store: &X509Store,
+    leaf: &X509Ref,
+    untrusted: &openssl::stack::StackRef<X509>,
+    at: i64,
+) -> Result<OpenSslVerdict, openssl::error::ErrorStack> {
+    let mut ctx = X509StoreContext::new()?;
+    ctx.init(store, leaf, untrusted, |ctx| {
         // SAFETY: the param belongs to the initialised context and outlives
         // this closure's use of it.
         unsafe {
@@ -457,21 +494,105 @@ pub fn verify_chain(
             }
         }
         if ctx.verify_cert()? {
-            Ok(None)
+            let path = ctx
+                .chain()
+                .map(|chain| chain.iter().map(X509Ref::to_owned).collect())
+                .unwrap_or_default();
+            Ok(OpenSslVerdict::Path(path))
         } else {
-            Ok(Some(ctx.error().as_raw()))
+            Ok(OpenSslVerdict::Error {
+                code: ctx.error().as_raw(),
+                reason: ctx.error().error_string().to_owned(),
+                depth: usize::try_from(ctx.error_depth()).unwrap_or(0),
+                cert: ctx.current_cert().map(X509Ref::to_owned),
+            })
         }
-    });
-    match outcome {
-        Ok(None) => CertificateValidationResult::Valid,
-        Ok(Some(code)) => map_verify_error(code),
-        Err(_) => CertificateValidationResult::Unknown,
+    })
+}
+
+/// Verifies `chain` (leaf first) against `store` at `now`.
+///
+/// Self-signed certificates in the input are dropped, so a peer cannot
+/// bring its own anchor. Every certificate of the path is checked for time,
+/// unlike the reference, which stops checking once the leaf is not expired.
+/// A leaf that is not yet valid is checked at its own notBefore instead, so
+/// that it can be installed ahead of use. A path OpenSSL accepts must also
+/// pass [`rfc5280::check_path`](crate::rfc5280::check_path).
+pub fn verify_chain(
+    store: &X509Store,
+    chain: &[CertFacts],
+    now: i64,
+    leaf_time: LeafTime,
+) -> ChainVerdict {
+    use CertificateValidationResult as V;
+    let Some(leaf) = chain.first() else {
+        return ChainVerdict::new(V::Unknown, "the chain is empty");
+    };
+    if leaf.not_after < now {
+        return ChainVerdict::new(V::Expired, "the certificate has expired").at(0, &leaf.x509);
+    }
+    let at = match leaf_time {
+        LeafTime::ValidNow => now,
+        LeafTime::ValidNowOrLater => now.max(leaf.not_before),
+    };
+    let internal = |e: openssl::error::ErrorStack| {
+        ChainVerdict::new(
+            V::Unknown,
+            format!("verification failed: {}", first_error(&e)),
+        )
+    };
+    let mut untrusted = match Stack::new() {
+        Ok(s) => s,
+        Err(e) => return internal(e),
+    };
+    for cert in chain.iter().skip(1).filter(|c| !c.self_signed) {
+        if let Err(e) = untrusted.push(cert.x509.clone()) {
+            return internal(e);
+        }
+    }
+    let mut verdict = openssl_verify(store, &leaf.x509, &untrusted, at);
+    // RFC 5280 4.1.2.5: notAfter is the last valid second; OpenSSL holds
+    // it expired. One second earlier decides the same, unless a notBefore
+    // is that very second, which then rejects: the safe side.
+    if let Ok(OpenSslVerdict::Error {
+        code,
+        cert: Some(cert),
+        ..
+    }) = &verdict
+    {
+        if *code == openssl_sys::X509_V_ERR_CERT_HAS_EXPIRED && unix_time(cert.not_after()) == at {
+            verdict = openssl_verify(store, &leaf.x509, &untrusted, at - 1);
+        }
+    }
+    match verdict {
+        Ok(OpenSslVerdict::Path(path)) => match crate::rfc5280::check_path(&path) {
+            Ok(()) => ChainVerdict::new(V::Valid, ""),
+            Err(v) => match path.get(v.depth) {
+                Some(cert) => ChainVerdict::new(V::InvalidChain, v.reason).at(v.depth, cert),
+                None => ChainVerdict::new(V::InvalidChain, v.reason),
+            },
+        },
+        Ok(OpenSslVerdict::Error {
+            code,
+            reason,
+            depth,
+            cert,
+        }) => {
+            let mut verdict = ChainVerdict::new(map_verify_error(code), reason);
+            verdict.openssl_error = Some(code);
+            match cert {
+                Some(cert) => verdict.at(depth, &cert),
+                None => verdict,
+            }
+        }
+        Err(e) => internal(e),
     }
 }
 
-/// OpenSSL's verdict to the contract's, as EVerest maps it. Time errors
-/// are `Expired` at any depth, since every certificate of the path is
-/// checked for time here.
+/// OpenSSL's verdict to the contract's, as EVerest maps it, with the
+/// structural failures of a path as `InvalidChain`. Time errors are
+/// `Expired` at any depth, since every certificate of the path is checked
+/// for time here.
 fn map_verify_error(code: libc::c_int) -> CertificateValidationResult {
     use openssl_sys as s;
     match code {
@@ -486,9 +607,22 @@ fn map_verify_error(code: libc::c_int) -> CertificateValidationResult {
         s::X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE => {
             CertificateValidationResult::InvalidLeafSignature
         }
-        s::X509_V_ERR_CERT_CHAIN_TOO_LONG | s::X509_V_ERR_CERT_UNTRUSTED => {
-            CertificateValidationResult::InvalidChain
-        }
+        s::X509_V_ERR_CERT_CHAIN_TOO_LONG
+        | s::X509_V_ERR_CERT_UNTRUSTED
+        | s::X509_V_ERR_PATH_LENGTH_EXCEEDED
+        | s::X509_V_ERR_INVALID_CA
+        | s::X509_V_ERR_KEYUSAGE_NO_CERTSIGN
+        | s::X509_V_ERR_INVALID_NON_CA
+        | s::X509_V_ERR_PERMITTED_VIOLATION
+        | s::X509_V_ERR_EXCLUDED_VIOLATION
+        | s::X509_V_ERR_SUBTREE_MINMAX
+        | s::X509_V_ERR_UNSUPPORTED_CONSTRAINT_TYPE
+        | s::X509_V_ERR_UNSUPPORTED_CONSTRAINT_SYNTAX
+        | s::X509_V_ERR_UNSUPPORTED_NAME_SYNTAX
+        | s::X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION
+        | s::X509_V_ERR_INVALID_EXTENSION
+        | s::X509_V_ERR_INVALID_POLICY_EXTENSION
+        | s::X509_V_ERR_NO_EXPLICIT_POLICY => CertificateValidationResult::InvalidChain,
         _ => CertificateValidationResult::Unknown,
     }
 }

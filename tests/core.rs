@@ -609,11 +609,15 @@ fn verification_results() {
     );
 
     // Path length: a third CA under Sub-CA 2 (pathlen 0). EVerest maps
-    // OpenSSL's "path length constraint exceeded" to Unknown.
+    // OpenSSL's "path length constraint exceeded" to Unknown; it is a
+    // broken chain.
     let sub3 = issue(&CertSpec::ca("Sub 3", None), Some(&pki.cpo_sub2)).unwrap();
     let leaf3 = issue(&CertSpec::leaf("deep"), Some(&sub3)).unwrap();
     let c = leaf3.pem() + &sub3.pem() + &pki.cpo_sub2.pem() + &pki.cpo_sub1.pem();
-    assert_eq!(sec.verify_certificate(&c, &[L::V2G]).unwrap(), V::Unknown);
+    assert_eq!(
+        sec.verify_certificate(&c, &[L::V2G]).unwrap(),
+        V::InvalidChain
+    );
 
     // A chain longer than any real PKI: InvalidChain before OpenSSL runs.
     let long: String = std::iter::repeat_n(pki.cpo_sub1.pem(), 17).collect();
@@ -967,4 +971,24 @@ fn hash_links_of_other_tools_are_left_alone() {
     assert!(link(&format!("{hash}.1")).is_err());
     assert_eq!(link(&format!("{hash}.0")).unwrap(), "root.crt");
     assert_eq!(link("0badc0de.0").unwrap(), "gone.crt");
+}
+
+/// A chain under a root that has expired, or is not valid yet, answers
+/// `Expired`: the root is there, only out of date.
+#[test]
+fn an_out_of_date_root_answers_expired() {
+    for (from, to) in [(-20, -10), (10, 20)] {
+        let root = issue(&CertSpec::ca("Dated Root", None).valid(from, to), None).unwrap();
+        let leaf = issue(&CertSpec::leaf("under dated").valid(-1, 5), Some(&root)).unwrap();
+        let store = TempStore::empty();
+        let bundle = store.path("ca/mo/MO_ROOT_CA.pem");
+        fs::create_dir_all(bundle.parent().unwrap()).unwrap();
+        fs::write(&bundle, root.pem()).unwrap();
+        let sec = store.open();
+        assert_eq!(
+            sec.verify_certificate(&leaf.pem(), &[L::MO]).unwrap(),
+            V::Expired,
+            "root valid from day {from} to day {to}"
+        );
+    }
 }

@@ -341,15 +341,15 @@ fn leaf_install_results() {
             .0,
         I::InvalidCertificateChain
     );
-    // A path-length violation verifies as Unknown, hence InvalidFormat
-    // (EVerest's mapping).
+    // A path-length violation is a broken chain (EVerest verifies it as
+    // Unknown, hence InvalidFormat).
     let sub3 = issue(&CertSpec::ca("Sub 3", None), Some(&pki.cpo_sub2)).unwrap();
     let deep = issue(&CertSpec::leaf("deep"), Some(&sub3)).unwrap();
     assert_eq!(
         sec.update_leaf_certificate(&(deep.pem() + &sub3.pem()), L::V2G)
             .unwrap()
             .0,
-        I::InvalidFormat
+        I::InvalidCertificateChain
     );
     let mut no_cn = CertSpec::leaf("");
     no_cn.cn = String::new();

@@ -588,12 +588,14 @@ impl EvseSecurity {
         let mut anchors: Vec<CaCertificateType> = types.iter().map(|t| t.anchor()).collect();
         anchors.sort();
         anchors.dedup();
-        anchors.retain(|ca| snap.bundle(*ca).has_valid_root(now));
+        // A bundle whose roots are all out of date still takes part, so
+        // that the answer is `Expired`, not `IssuerNotFound`.
+        anchors.retain(|ca| !snap.bundle(*ca).nodes.is_empty());
         if anchors.is_empty() {
             return CertificateValidationResult::IssuerNotFound;
         }
         match snap.trust_store_for(&anchors, chain) {
-            Ok(store) => x509::verify_chain(&store, chain, now, leaf_time),
+            Ok(store) => x509::verify_chain(&store, chain, now, leaf_time).result,
             Err(e) => {
                 tracing::error!(error = %x509::first_error(&e), "cannot build a trust store");
                 CertificateValidationResult::Unknown
