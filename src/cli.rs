@@ -28,6 +28,7 @@ commands:
   delete HASH...                 delete by hash data ALG:ISSUER_NAME_HASH:ISSUER_KEY_HASH:SERIAL
   delete --file CERT             delete the installed certificate that CERT holds
   verify TYPE... FILE            verify the chain in FILE, leaf first, against TYPEs' roots
+  verify --explain TYPE... FILE  the same, with the reason and the certificate that failed
   csr TYPE --country C --org O --cn CN [--tpm]
                                  new key and CSR (CSMS, V2G); the CSR goes to stdout
   info TYPE [--all] [--ocsp]     paths of the newest valid leaf (all: one per root)
@@ -247,6 +248,30 @@ async fn command(c: &Client, args: &[&str]) -> Result<Output, Failure> {
                     .iter()
                     .map(|(h, r)| json!({ "hash": h, "result": r }))
                     .collect::<Vec<_>>()),
+            })
+        }
+        ["verify", "--explain", rest @ .., file] if !rest.is_empty() => {
+            let (r, detail) = c.verify_certificate_detailed(&read(file)?, rest).await?;
+            let mut text = format!("{r}\n");
+            if !detail.reason.is_empty() {
+                text.push_str(&format!("reason: {}\n", detail.reason));
+            }
+            if let (Some(depth), Some(subject)) = (detail.depth, &detail.subject) {
+                text.push_str(&format!("at depth {depth}: {subject}\n"));
+            }
+            if let Some(code) = detail.openssl_error {
+                text.push_str(&format!("OpenSSL verify error {code}\n"));
+            }
+            Ok(Output {
+                text,
+                json: json!({
+                    "result": r,
+                    "reason": detail.reason,
+                    "depth": detail.depth,
+                    "subject": detail.subject,
+                    "openssl_error": detail.openssl_error,
+                }),
+                refused: r != "Valid",
             })
         }
         ["verify", rest @ .., file] if !rest.is_empty() => {

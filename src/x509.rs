@@ -432,7 +432,8 @@ pub struct ChainVerdict {
 }
 
 impl ChainVerdict {
-    fn new(result: CertificateValidationResult, reason: impl Into<String>) -> ChainVerdict {
+    /// A verdict with no certificate named.
+    pub fn new(result: CertificateValidationResult, reason: impl Into<String>) -> ChainVerdict {
         ChainVerdict {
             result,
             reason: reason.into(),
@@ -442,7 +443,8 @@ impl ChainVerdict {
         }
     }
 
-    fn at(mut self, depth: usize, cert: &X509Ref) -> ChainVerdict {
+    /// The same, naming the certificate at `depth`.
+    pub fn at(mut self, depth: usize, cert: &X509Ref) -> ChainVerdict {
         self.depth = Some(depth);
         self.subject = Some(one_line_name(cert.subject_name()));
         self

@@ -104,6 +104,30 @@ fn evsecctl_commands_tables_json_and_exit_codes() {
     assert_eq!(ctl(&bus, &["verify", "V2G", &chain_file]).1, "Valid\n");
     let (code, out, _) = ctl(&bus, &["verify", "MF", "MO", &chain_file]);
     assert_eq!((code, out.as_str()), (Some(1), "IssuerNotFound\n"));
+    // Why, for an operator: a leaf that expired an hour ago.
+    let stale = issue(
+        &CertSpec::leaf("SECC-STALE").valid_for_seconds(-30 * 86_400, -3600),
+        Some(&pki.cpo_sub2),
+    )
+    .unwrap();
+    let stale_file = file(
+        "stale.pem",
+        &(stale.pem() + &pki.cpo_sub2.pem() + &pki.cpo_sub1.pem()),
+    );
+    let (code, out, _) = ctl(&bus, &["verify", "--explain", "V2G", &stale_file]);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            Some(1),
+            "Expired\nreason: the certificate has expired; the chain was valid a day ago: \
+             check the station's clock\nat depth 0: C=DE, O=evsec test, CN=SECC-STALE\n"
+        )
+    );
+    let (_, json, _) = ctl(&bus, &["--json", "verify", "--explain", "V2G", &chain_file]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&json).unwrap(),
+        serde_json::json!({"depth": null, "openssl_error": null, "reason": "", "result": "Valid", "subject": null})
+    );
 
     // Delete by file and by hash data.
     assert_eq!(

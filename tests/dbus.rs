@@ -533,3 +533,65 @@ fn readiness_is_notified_to_systemd() {
         Some(0)
     );
 }
+
+/// `VerifyCertificateDetailed` on the wire, read with busctl's JSON.
+#[test]
+fn verify_detailed_names_the_failure() {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    let bus = PrivateBus::start();
+    let _daemon = Daemon::start(&store.write_config(""), &bus);
+    let detailed = |chain: &str| -> serde_json::Value {
+        let (ok, out, err) = busctl(
+            &bus.address,
+            &[
+                "--json=short",
+                "call",
+                "--",
+                DEST,
+                PATH,
+                DEST,
+                "VerifyCertificateDetailed",
+                "sas",
+                chain,
+                "1",
+                "V2G",
+            ],
+        );
+        assert!(ok, "{err}");
+        let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(reply["type"], "sa{sv}");
+        reply["data"].clone()
+    };
+    // A CA under Sub-CA 2, whose pathlen is 0.
+    let sub3 = issue(&CertSpec::ca("Sub 3", None), Some(&pki.cpo_sub2)).unwrap();
+    let deep = issue(&CertSpec::leaf("deep"), Some(&sub3)).unwrap();
+    let chain = deep.pem() + &sub3.pem() + &pki.cpo_sub2.pem() + &pki.cpo_sub1.pem();
+    assert_eq!(
+        detailed(&chain),
+        serde_json::json!(["InvalidChain", {
+            "reason": {"type": "s", "data": "path length constraint exceeded"},
+            "depth": {"type": "u", "data": 2},
+            "subject": {"type": "s", "data": "C=DE, O=evsec test, CN=CPO Sub-CA 2"},
+            "openssl_error": {"type": "i", "data": 25},
+        }])
+    );
+    // Not valid for another hour: the station's clock may be behind.
+    let early = issue(
+        &CertSpec::leaf("early").valid_for_seconds(3600, 86_400 * 30),
+        Some(&pki.cpo_sub2),
+    )
+    .unwrap();
+    let data = detailed(&(early.pem() + &pki.cpo_sub2.pem() + &pki.cpo_sub1.pem()));
+    assert_eq!(data[0], "Expired");
+    assert_eq!(
+        data[1]["reason"]["data"],
+        "certificate is not yet valid; the chain is valid a day from now: check the station's clock"
+    );
+    assert_eq!(data[1]["depth"]["data"], 0);
+    assert_eq!(data[1]["openssl_error"]["data"], 9);
+    assert_eq!(
+        detailed(&pki.secc_chain_pem()),
+        serde_json::json!(["Valid", {"reason": {"type": "s", "data": ""}}])
+    );
+}

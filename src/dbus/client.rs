@@ -26,6 +26,38 @@ pub struct LeafInfo {
     pub ocsp: Option<Vec<WireOcspEntry>>,
 }
 
+/// The `detail` of `VerifyCertificateDetailed`, decoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyDetail {
+    /// `reason`: why, as a sentence.
+    pub reason: String,
+    /// `depth`: position of the certificate that failed, 0 the leaf.
+    pub depth: Option<u32>,
+    /// `subject`: that certificate's subject.
+    pub subject: Option<String>,
+    /// `openssl_error`: OpenSSL's verify error code.
+    pub openssl_error: Option<i32>,
+}
+
+impl VerifyDetail {
+    fn decode(dict: HashMap<String, zbus::OwnedVariant>) -> Result<VerifyDetail, ClientError> {
+        let bad = |k: &str| ClientError::Bus(format!("detail `{k}` has the wrong type"));
+        let mut detail = VerifyDetail::default();
+        for (k, v) in dict {
+            match k.as_str() {
+                "reason" => detail.reason = String::try_from(v).map_err(|_| bad(&k))?,
+                "depth" => detail.depth = Some(u32::try_from(v).map_err(|_| bad(&k))?),
+                "subject" => detail.subject = Some(String::try_from(v).map_err(|_| bad(&k))?),
+                "openssl_error" => {
+                    detail.openssl_error = Some(i32::try_from(v).map_err(|_| bad(&k))?)
+                }
+                _ => {}
+            }
+        }
+        Ok(detail)
+    }
+}
+
 impl LeafInfo {
     fn decode(dict: HashMap<String, zbus::OwnedVariant>) -> Result<LeafInfo, ClientError> {
         let bad = |k: &str| ClientError::Bus(format!("CertificateInfo `{k}` has the wrong type"));
@@ -71,6 +103,11 @@ trait EvseSecurity1 {
         certificate_chain: &str,
         certificate_types: &[&str],
     ) -> zbus::Result<String>;
+    fn verify_certificate_detailed(
+        &self,
+        certificate_chain: &str,
+        certificate_types: &[&str],
+    ) -> zbus::Result<(String, HashMap<String, zbus::OwnedVariant>)>;
     fn get_installed_certificates(
         &self,
         certificate_types: &[&str],
@@ -246,6 +283,16 @@ impl Client {
         types: &[&str],
     ) -> Result<String, ClientError> {
         Ok(self.proxy.verify_certificate(chain, types).await?)
+    }
+
+    /// `VerifyCertificateDetailed`.
+    pub async fn verify_certificate_detailed(
+        &self,
+        chain: &str,
+        types: &[&str],
+    ) -> Result<(String, VerifyDetail), ClientError> {
+        let (result, detail) = self.proxy.verify_certificate_detailed(chain, types).await?;
+        Ok((result, VerifyDetail::decode(detail)?))
     }
 
     /// `GetInstalledCertificates`.

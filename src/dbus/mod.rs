@@ -10,7 +10,7 @@ mod service;
 use std::fmt;
 use std::str::FromStr;
 
-pub use client::{Client, ClientError, LeafInfo, StoreUpdates};
+pub use client::{Client, ClientError, LeafInfo, StoreUpdates, VerifyDetail};
 pub use service::{serve, Server};
 
 /// The well-known bus name.

@@ -278,6 +278,7 @@ const METHOD_SIGNATURES: &[(&str, &str)] = &[
     ("InstallCaCertificate", "ss"),
     ("DeleteCertificate", "(ssss)"),
     ("VerifyCertificate", "sas"),
+    ("VerifyCertificateDetailed", "sas"),
     ("GetInstalledCertificates", "as"),
     ("IsCaCertificateInstalled", "s"),
     ("GetVerifyFile", "s"),
@@ -571,6 +572,41 @@ impl EvseSecurityInterface {
             .blocking(move |s| s.verify_certificate(&certificate_chain, &types))
             .await??;
         Ok(result.as_str().to_owned())
+    }
+
+    /// `VerifyCertificate` with why (contract §11): `detail` holds
+    /// `reason`, and where known the `depth` and `subject` of the
+    /// certificate that failed and OpenSSL's `openssl_error`.
+    #[zbus(out_args("result", "detail"))]
+    async fn verify_certificate_detailed(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        certificate_chain: String,
+        certificate_types: Vec<String>,
+    ) -> Result<(String, HashMap<String, OwnedVariant>), BusError> {
+        let _call = self
+            .authorize(&hdr, conn, Need::Read, "VerifyCertificateDetailed")
+            .await?;
+        let types: Vec<LeafCertificateType> = parse_args("certificate_types", &certificate_types)?;
+        let verdict = self
+            .blocking(move |s| s.verify_certificate_detailed(&certificate_chain, &types))
+            .await?;
+        let mut detail = HashMap::new();
+        detail.insert("reason".to_owned(), owned(verdict.reason)?);
+        if let Some(depth) = verdict.depth {
+            detail.insert(
+                "depth".to_owned(),
+                owned(u32::try_from(depth).unwrap_or(u32::MAX))?,
+            );
+        }
+        if let Some(subject) = verdict.subject {
+            detail.insert("subject".to_owned(), owned(subject)?);
+        }
+        if let Some(code) = verdict.openssl_error {
+            detail.insert("openssl_error".to_owned(), owned(code)?);
+        }
+        Ok((verdict.result.as_str().to_owned(), detail))
     }
 
     /// Lists installed certificates as OCPP hash data (contract 5.5).

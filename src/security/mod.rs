@@ -24,7 +24,7 @@ mod gc;
 mod leaf;
 mod ocsp;
 
-use crate::x509::{self, CertFacts, Fingerprint, LeafTime};
+use crate::x509::{self, CertFacts, ChainVerdict, Fingerprint, LeafTime};
 use leaf::path_with_issuer_keys;
 pub use leaf::{CertificateInfo, LeafCredentials};
 pub use ocsp::OcspRequest;
@@ -540,7 +540,8 @@ impl EvseSecurity {
         }
         let (result, from, until) = match parse_chain(chain_pem) {
             Some((chain, _)) if chain.len() <= MAX_CHAIN_DEPTH => {
-                let result = Self::verify_parsed(&snap, &chain, types, now, LeafTime::ValidNow);
+                let result =
+                    Self::verify_parsed(&snap, &chain, types, now, LeafTime::ValidNow).result;
                 // The verdict holds until the next notBefore or notAfter of
                 // the chain or of the bundles it was checked against.
                 let anchors = types
@@ -577,6 +578,78 @@ impl EvseSecurity {
         Ok(result)
     }
 
+    /// `VerifyCertificateDetailed`: contract 5.4, with why. Never cached:
+    /// an operator asks this once, to read the reason.
+    pub fn verify_certificate_detailed(
+        &self,
+        chain_pem: &str,
+        types: &[LeafCertificateType],
+    ) -> ChainVerdict {
+        use CertificateValidationResult as V;
+        if !self.fits("certificate chain", chain_pem) {
+            return ChainVerdict::new(
+                V::Unknown,
+                "the chain is longer than [limits] max_pem_bytes",
+            );
+        }
+        if x509::pem_block_count(chain_pem.as_bytes()) > MAX_PEM_BLOCKS {
+            return ChainVerdict::new(
+                V::InvalidChain,
+                format!("the chain has more than {MAX_PEM_BLOCKS} PEM blocks"),
+            );
+        }
+        let chain = match x509::parse_pem_certificates(chain_pem.as_bytes()) {
+            Err(e) => {
+                return ChainVerdict::new(V::Unknown, format!("the chain does not parse: {e}"))
+            }
+            Ok((certs, _)) if certs.is_empty() => {
+                return ChainVerdict::new(V::Unknown, "the text holds no certificate")
+            }
+            Ok((certs, _)) => certs,
+        };
+        if chain.len() > MAX_CHAIN_DEPTH {
+            return ChainVerdict::new(
+                V::InvalidChain,
+                format!("the chain has more than {MAX_CHAIN_DEPTH} certificates"),
+            );
+        }
+        let mut facts = Vec::with_capacity(chain.len());
+        for (depth, cert) in chain.into_iter().enumerate() {
+            match CertFacts::new(cert.clone()) {
+                Ok(f) => facts.push(f),
+                Err(e) => return ChainVerdict::new(V::Unknown, e).at(depth, &cert),
+            }
+        }
+        let snap = self.snapshot();
+        let now = x509::now();
+        let verdict = Self::verify_parsed(&snap, &facts, types, now, LeafTime::ValidNow);
+        if verdict.result != V::Expired {
+            return verdict;
+        }
+        // A chain that is valid a day away on either side points at the
+        // station's clock rather than at the chain (EVerest #1662).
+        let valid_at = |at| {
+            Self::verify_parsed(&snap, &facts, types, at, LeafTime::ValidNow).result == V::Valid
+        };
+        let clock = if valid_at(now - DAY) {
+            Some("was valid a day ago")
+        } else if valid_at(now + DAY) {
+            Some("is valid a day from now")
+        } else {
+            None
+        };
+        match clock {
+            Some(when) => ChainVerdict {
+                reason: format!(
+                    "{}; the chain {when}: check the station's clock",
+                    verdict.reason
+                ),
+                ..verdict
+            },
+            None => verdict,
+        }
+    }
+
     /// Contract 5.4 on a parsed chain, against the bundles of `snap`.
     fn verify_parsed(
         snap: &Snapshot,
@@ -584,7 +657,8 @@ impl EvseSecurity {
         types: &[LeafCertificateType],
         now: i64,
         leaf_time: LeafTime,
-    ) -> CertificateValidationResult {
+    ) -> ChainVerdict {
+        use CertificateValidationResult as V;
         let mut anchors: Vec<CaCertificateType> = types.iter().map(|t| t.anchor()).collect();
         anchors.sort();
         anchors.dedup();
@@ -592,13 +666,16 @@ impl EvseSecurity {
         // that the answer is `Expired`, not `IssuerNotFound`.
         anchors.retain(|ca| !snap.bundle(*ca).nodes.is_empty());
         if anchors.is_empty() {
-            return CertificateValidationResult::IssuerNotFound;
+            return ChainVerdict::new(
+                V::IssuerNotFound,
+                "no certificate is installed for these types",
+            );
         }
         match snap.trust_store_for(&anchors, chain) {
-            Ok(store) => x509::verify_chain(&store, chain, now, leaf_time).result,
+            Ok(store) => x509::verify_chain(&store, chain, now, leaf_time),
             Err(e) => {
                 tracing::error!(error = %x509::first_error(&e), "cannot build a trust store");
-                CertificateValidationResult::Unknown
+                ChainVerdict::new(V::Unknown, "cannot build a trust store")
             }
         }
     }
@@ -925,6 +1002,9 @@ fn installed_chains(
 /// Most PEM blocks a chain argument may hold: twice the longest path
 /// followed, so that a chain with a few extra certificates still parses.
 const MAX_PEM_BLOCKS: usize = 2 * MAX_CHAIN_DEPTH;
+
+/// A day in seconds.
+const DAY: i64 = 86_400;
 
 /// Parses a chain argument, leaf first, with the number of PEM blocks that
 /// are not certificates; `None` when it holds no certificate or a block
