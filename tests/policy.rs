@@ -387,12 +387,12 @@ fn shipped_policy_and_daemon_checks_keep_roles_apart() {
             &["string:V2G"],
         )
     };
-    let verify = |user: &str| {
+    let verify_by = |user: &str, method: &str| {
         call_as(
             &users,
             user,
             &bus,
-            "org.evsec.EvseSecurity1.VerifyCertificate",
+            &format!("org.evsec.EvseSecurity1.{method}"),
             &[
                 &format!("string:{}", pki.secc_chain_pem()),
                 "array:string:V2G",
@@ -442,8 +442,11 @@ fn shipped_policy_and_daemon_checks_keep_roles_apart() {
     assert!(csr(writer).1.contains("\"Accepted\""));
     // The reader may read, verify and get properties, and nothing else.
     assert!(read(reader).0 && read(reader).1.contains("boolean true"));
-    let v = verify(reader);
-    assert!(v.0 && v.1.contains("\"Valid\""), "{}", v.1);
+    for method in ["VerifyCertificate", "VerifyCertificateDetailed"] {
+        let v = verify_by(reader, method);
+        assert!(v.0 && v.1.contains("\"Valid\""), "{method}: {}", v.1);
+        assert!(denied(&verify_by(other, method)), "{method}");
+    }
     assert!(prop(reader).0);
     assert!(denied(&install(reader)), "{:?}", install(reader));
     assert!(denied(&csr(reader)));
