@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openssl::pkey::PKey;
-use openssl::x509::store::X509Store;
 use openssl::x509::X509;
 
 use crate::config::Config;
@@ -808,16 +807,16 @@ impl Snapshot {
         self.leaves.iter().find(|d| d.leaf == leaf)
     }
 
-    /// A trust store for verifying `chain` against `bundles`: the bundle
-    /// certificates reachable from the chain by issuer name, up to their
-    /// roots. A store of a whole bundle would cost O(n² log n) to build in
-    /// OpenSSL, which sorts its objects on every add (seconds at 10,000
-    /// roots), and a chain needs only its own path.
-    pub fn trust_store_for(
+    /// The trust anchors for verifying `chain` against `bundles`: the
+    /// bundle certificates reachable from the chain by issuer name, up to
+    /// their roots. A store of a whole bundle would cost O(n² log n) to
+    /// build in OpenSSL, which sorts its objects on every add (seconds at
+    /// 10,000 roots), and a chain needs only its own path.
+    pub fn trust_anchors_for(
         &self,
         bundles: &[CaCertificateType],
         chain: &[CertFacts],
-    ) -> Result<X509Store, openssl::error::ErrorStack> {
+    ) -> Vec<&CertFacts> {
         let mut names: Vec<Vec<u8>> = chain.iter().map(|c| c.issuer_der.clone()).collect();
         let mut looked_up: HashSet<Vec<u8>> = HashSet::new();
         let mut seen: HashSet<Fingerprint> = HashSet::new();
@@ -841,6 +840,6 @@ impl Snapshot {
                 .flat_map(|ca| self.bundle(*ca).nodes.iter().map(|n| &n.cert))
                 .collect();
         }
-        x509::build_store(anchors.iter().map(|c| &c.x509))
+        anchors.into_iter().map(Arc::as_ref).collect()
     }
 }

@@ -17,6 +17,7 @@ pub mod store;
 pub mod testpki;
 pub mod tpm;
 pub mod types;
+pub mod verify;
 pub mod watch;
 pub mod x509;
 

@@ -208,7 +208,7 @@ impl EvseSecurity {
         let limits = &self.config().limits;
         Ok(self.write(|snap| {
             // Verified against the snapshot the write goes into.
-            let verdict = Self::verify_parsed(snap, &chain, &[leaf], x509::now(), x509::LeafTime::ValidNowOrLater).result;
+            let verdict = Self::verify_parsed(snap, &chain, &[leaf], x509::now(), crate::verify::LeafTime::ValidNowOrLater).result;
             let refused = match verdict {
                 V::Valid => None,
                 V::Expired => Some(R::Expired),

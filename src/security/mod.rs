@@ -24,7 +24,8 @@ mod gc;
 mod leaf;
 mod ocsp;
 
-use crate::x509::{self, CertFacts, ChainVerdict, Fingerprint, LeafTime};
+use crate::verify::{self, ChainVerdict, LeafTime};
+use crate::x509::{self, CertFacts, Fingerprint};
 use leaf::path_with_issuer_keys;
 pub use leaf::{CertificateInfo, LeafCredentials};
 pub use ocsp::OcspRequest;
@@ -671,13 +672,12 @@ impl EvseSecurity {
                 "no certificate is installed for these types",
             );
         }
-        match snap.trust_store_for(&anchors, chain) {
-            Ok(store) => x509::verify_chain(&store, chain, now, leaf_time),
-            Err(e) => {
-                tracing::error!(error = %x509::first_error(&e), "cannot build a trust store");
-                ChainVerdict::new(V::Unknown, "cannot build a trust store")
-            }
-        }
+        verify::verify_chain(
+            &snap.trust_anchors_for(&anchors, chain),
+            chain,
+            now,
+            leaf_time,
+        )
     }
 
     /// Contract 5.5.
