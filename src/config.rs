@@ -58,6 +58,8 @@ struct RawConfig {
     limits: Limits,
     #[serde(default)]
     gc: Gc,
+    #[serde(default)]
+    iso15118: Iso15118,
 }
 
 /// `[access]`: who may call what (enforced by a later part of the daemon).
@@ -191,6 +193,20 @@ impl Default for Gc {
     }
 }
 
+/// `[iso15118]`: the certificate profiles of ISO 15118.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Iso15118 {
+    /// SECC leaves must carry `DC=CPO` ([V2G2-925], contract §11.1).
+    pub require_dc: bool,
+}
+
+impl Default for Iso15118 {
+    fn default() -> Self {
+        Iso15118 { require_dc: true }
+    }
+}
+
 /// The resolved configuration. Every path is absolute.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -222,6 +238,8 @@ pub struct Config {
     pub limits: Limits,
     /// Garbage collection.
     pub gc: Gc,
+    /// `[iso15118]`.
+    pub iso15118: Iso15118,
 }
 
 /// Default store location.
@@ -303,6 +321,7 @@ impl Config {
             tpm: raw.tpm,
             limits: raw.limits,
             gc: raw.gc,
+            iso15118: raw.iso15118,
         };
         config.check_limits()?;
         config.check_tpm()?;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod dbus;
 pub mod index;
+pub mod iso15118;
 pub mod logging;
 pub mod pending_keys;
 pub mod rfc5280;

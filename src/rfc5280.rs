@@ -54,7 +54,7 @@ fn check_serial(cert: &X509Ref) -> Result<(), String> {
 }
 
 /// An extension of `cert`: its criticality and its DER value.
-fn extension(cert: &X509Ref, nid: Nid) -> Option<(bool, &[u8])> {
+pub(crate) fn extension(cert: &X509Ref, nid: Nid) -> Option<(bool, &[u8])> {
     // SAFETY: the extension and its data belong to `cert`, which outlives
     // the returned slice; the pointers are checked for null.
     unsafe {
@@ -109,7 +109,7 @@ fn check_extensions(cert: &X509Ref) -> Result<(), String> {
     Ok(())
 }
 
-fn is_ca(cert: &X509Ref) -> bool {
+pub(crate) fn is_ca(cert: &X509Ref) -> bool {
     // SAFETY: reads the cached extension flags of a parsed certificate.
     let flags = unsafe { openssl_sys::X509_get_extension_flags(cert.as_ptr()) };
     flags & openssl_sys::EXFLAG_CA != 0

@@ -36,6 +36,11 @@ pub struct CertSpec {
     pub ocsp_url: Option<String>,
     /// notBefore and notAfter in seconds from now; overrides the days.
     pub valid_seconds: Option<(i64, i64)>,
+    /// keyUsage as an OpenSSL config value (`critical,digitalSignature`),
+    /// in place of the profile's.
+    pub key_usage: Option<String>,
+    /// Signed with SHA-384 instead of SHA-256.
+    pub sha384: bool,
 }
 
 impl CertSpec {
@@ -50,6 +55,8 @@ impl CertSpec {
             dc_cpo: false,
             ocsp_url: None,
             valid_seconds: None,
+            key_usage: None,
+            sha384: false,
         }
     }
 
@@ -64,6 +71,16 @@ impl CertSpec {
             dc_cpo: false,
             ocsp_url: None,
             valid_seconds: None,
+            key_usage: None,
+            sha384: false,
+        }
+    }
+
+    /// An SECC leaf (`DC=CPO`) valid from yesterday for a year.
+    pub fn secc(cn: &str) -> CertSpec {
+        CertSpec {
+            dc_cpo: true,
+            ..CertSpec::leaf(cn)
         }
     }
 
@@ -199,7 +216,11 @@ fn build<T: openssl::pkey::HasPublic>(
         }
     }
     b.append_extension(bc.build()?)?;
-    let ku = if spec.ca.is_some() {
+    #[allow(deprecated)]
+    let ku = if let Some(usage) = &spec.key_usage {
+        // As for AIA below: the config-string constructor takes any usage.
+        openssl::x509::X509Extension::new_nid(None, None, Nid::KEY_USAGE, usage)?
+    } else if spec.ca.is_some() {
         KeyUsage::new()
             .critical()
             .key_cert_sign()
@@ -233,7 +254,12 @@ fn build<T: openssl::pkey::HasPublic>(
         )?;
         b.append_extension(aia)?;
     }
-    b.sign(signer, MessageDigest::sha256())?;
+    let digest = if spec.sha384 {
+        MessageDigest::sha384()
+    } else {
+        MessageDigest::sha256()
+    };
+    b.sign(signer, digest)?;
     Ok(b.build())
 }
 
@@ -282,9 +308,10 @@ impl Pki {
             &CertSpec::ca("CPO Sub-CA 2", Some(0)).ocsp(Self::OCSP_URL),
             Some(&cpo_sub1),
         )?;
-        let mut secc = CertSpec::leaf("SECC-0001").ocsp(Self::OCSP_URL);
-        secc.dc_cpo = true;
-        let secc_leaf = issue(&secc, Some(&cpo_sub2))?;
+        let secc_leaf = issue(
+            &CertSpec::secc("SECC-0001").ocsp(Self::OCSP_URL),
+            Some(&cpo_sub2),
+        )?;
         let csms_root = issue(&CertSpec::ca("CSMS Root CA", None), None)?;
         Ok(Pki {
             csms_leaf: issue(&CertSpec::leaf("CS-0001"), Some(&csms_root))?,

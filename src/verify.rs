@@ -37,7 +37,7 @@ pub enum LeafTime {
 }
 
 /// A chain verification's result, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ChainVerdict {
     /// The contract's result.
     pub result: CertificateValidationResult,
@@ -49,6 +49,9 @@ pub struct ChainVerdict {
     pub subject: Option<String>,
     /// OpenSSL's verify error code, when OpenSSL decided.
     pub openssl_error: Option<i32>,
+    /// The path that was valid, leaf first and anchor last; empty on
+    /// failure.
+    pub path: Vec<X509>,
 }
 
 impl ChainVerdict {
@@ -60,6 +63,7 @@ impl ChainVerdict {
             depth: None,
             subject: None,
             openssl_error: None,
+            path: Vec::new(),
         }
     }
 
@@ -183,7 +187,10 @@ fn judge(
     }
     Ok(match verdict {
         OpenSslVerdict::Path(path) => match crate::rfc5280::check_path(&path) {
-            Ok(()) => ChainVerdict::new(CertificateValidationResult::Valid, ""),
+            Ok(()) => ChainVerdict {
+                path,
+                ..ChainVerdict::new(CertificateValidationResult::Valid, "")
+            },
             Err(v) => {
                 let verdict =
                     ChainVerdict::new(CertificateValidationResult::InvalidChain, v.reason);

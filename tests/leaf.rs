@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{ocsp_response, tree_contents, TempStore};
 use evsec::security::StoreChange;
-use evsec::testpki::{issue, sign_csr, tampered, CertSpec, Issued, Pki};
+use evsec::testpki::{issue, issue_with_key, sign_csr, tampered, CertSpec, Issued, Pki};
 use evsec::types::{
     GetCertificateInfoStatus as Info, GetCertificateSignRequestStatus as Csr, HashAlgorithm,
     HashData, InstallCertificateResult as I, LeafCertificateType as L, StoreOperation,
@@ -302,7 +302,7 @@ fn leaf_install_results() {
     assert_eq!(tree_contents(&store.certs), before);
 
     // Refusals, none of which writes anything.
-    let no_key = issue(&CertSpec::leaf("nokey"), Some(&pki.cpo_sub2)).unwrap();
+    let no_key = issue(&CertSpec::secc("nokey"), Some(&pki.cpo_sub2)).unwrap();
     assert_eq!(
         sec.update_leaf_certificate(&no_key.pem(), L::V2G)
             .unwrap()
@@ -1112,5 +1112,139 @@ fn an_interrupted_leaf_install_is_finished_or_undone_at_start() {
     assert!(
         !names.iter().any(|n| n.contains("SECC_LEAF_Y")),
         "{names:?}"
+    );
+}
+
+/// A P-384 key, off the ISO 15118-2 profile.
+fn p384_key() -> openssl::pkey::PKey<openssl::pkey::Private> {
+    let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::SECP384R1).unwrap();
+    openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap()
+}
+
+/// ISO 15118-2 Annex F on install: each way off the profile of the SECC
+/// leaf, its Sub-CAs and the V2G root answers `InvalidCertificateChain`
+/// and writes nothing; what keeps to it gets past the check.
+#[test]
+fn iso15118_2_profiles_on_install() {
+    let pki = pki();
+    let store = ca_only_store(&pki);
+    let sec = store.open();
+    let before = tree_contents(&store.certs);
+    let subs = pki.cpo_sub2.pem() + &pki.cpo_sub1.pem();
+    let install = |leaf: &Issued, subs: &str| {
+        sec.update_leaf_certificate(&(leaf.pem() + subs), L::V2G)
+            .unwrap()
+            .0
+    };
+    let under_sub2 = |spec: CertSpec| issue(&spec, Some(&pki.cpo_sub2)).unwrap();
+    // A keyless leaf that keeps to the profile gets past it, to the key.
+    assert_eq!(
+        install(&under_sub2(CertSpec::secc("fits")), &subs),
+        I::PrivateKeyNotFound
+    );
+    let only_digital = CertSpec {
+        key_usage: Some("critical,digitalSignature".into()),
+        ..CertSpec::secc("no key agreement")
+    };
+    let not_critical = CertSpec {
+        key_usage: Some("digitalSignature,keyAgreement".into()),
+        ..CertSpec::secc("usage not critical")
+    };
+    let sha384 = CertSpec {
+        sha384: true,
+        ..CertSpec::secc("sha384")
+    };
+    let p384 = issue_with_key(&CertSpec::secc("p384"), Some(&pki.cpo_sub2), p384_key()).unwrap();
+    // Sub-CA 2 with pathLenConstraint 1, or none, under Sub-CA 1.
+    let loose_sub2 = issue(
+        &CertSpec::ca("Loose Sub-CA 2", Some(1)),
+        Some(&pki.cpo_sub1),
+    )
+    .unwrap();
+    let open_sub2 = issue(&CertSpec::ca("Open Sub-CA 2", None), Some(&pki.cpo_sub1)).unwrap();
+    let loose_subs = loose_sub2.pem() + &pki.cpo_sub1.pem();
+    let open_subs = open_sub2.pem() + &pki.cpo_sub1.pem();
+    for (what, leaf, subs) in [
+        (
+            "no DC=CPO",
+            under_sub2(CertSpec::leaf("no dc")),
+            subs.clone(),
+        ),
+        (
+            "keyUsage without keyAgreement",
+            under_sub2(only_digital),
+            subs.clone(),
+        ),
+        (
+            "keyUsage not critical",
+            under_sub2(not_critical),
+            subs.clone(),
+        ),
+        ("ECDSA-SHA384", under_sub2(sha384), subs.clone()),
+        ("P-384 key", p384, subs.clone()),
+        (
+            "Sub-CA 2 with pathlen 1",
+            issue(&CertSpec::secc("loose"), Some(&loose_sub2)).unwrap(),
+            loose_subs,
+        ),
+        (
+            "Sub-CA 2 without pathlen",
+            issue(&CertSpec::secc("open"), Some(&open_sub2)).unwrap(),
+            open_subs,
+        ),
+    ] {
+        assert_eq!(install(&leaf, &subs), I::InvalidCertificateChain, "{what}");
+    }
+    assert_eq!(tree_contents(&store.certs), before);
+
+    // A single Sub-CA layer takes the Sub-CA 2 profile: pathlen 0 fits.
+    let single = issue(&CertSpec::ca("Single Sub-CA", Some(0)), Some(&pki.v2g_root)).unwrap();
+    let under_single = issue(&CertSpec::secc("single"), Some(&single)).unwrap();
+    assert_eq!(install(&under_single, &single.pem()), I::PrivateKeyNotFound);
+
+    // V2G roots: P-256 with ECDSA-SHA256, keyCertSign and cRLSign. Other
+    // bundles are not held to it.
+    let p384_root = issue_with_key(&CertSpec::ca("P-384 Root", None), None, p384_key()).unwrap();
+    let no_crl_sign = issue(
+        &CertSpec {
+            key_usage: Some("critical,keyCertSign".into()),
+            ..CertSpec::ca("No cRLSign Root", None)
+        },
+        None,
+    )
+    .unwrap();
+    for root in [&p384_root, &no_crl_sign] {
+        assert_eq!(
+            sec.install_ca_certificate(&root.pem(), evsec::types::CaCertificateType::V2G)
+                .unwrap()
+                .0,
+            I::InvalidCertificateChain
+        );
+        assert_eq!(
+            sec.install_ca_certificate(&root.pem(), evsec::types::CaCertificateType::MO)
+                .unwrap()
+                .0,
+            I::Accepted
+        );
+    }
+    let fits = issue(&CertSpec::ca("Second V2G Root", None), None).unwrap();
+    assert_eq!(
+        sec.install_ca_certificate(&fits.pem(), evsec::types::CaCertificateType::V2G)
+            .unwrap()
+            .0,
+        I::Accepted
+    );
+
+    // Without require_dc, a leaf without DC=CPO gets past the profile.
+    drop(sec);
+    let lenient =
+        EvseSecurity::open(store.config_with("[iso15118]\nrequire_dc = false\n")).unwrap();
+    let no_dc = under_sub2(CertSpec::leaf("no dc"));
+    assert_eq!(
+        lenient
+            .update_leaf_certificate(&(no_dc.pem() + &subs), L::V2G)
+            .unwrap()
+            .0,
+        I::PrivateKeyNotFound
     );
 }

@@ -208,8 +208,18 @@ impl EvseSecurity {
         let limits = &self.config().limits;
         Ok(self.write(|snap| {
             // Verified against the snapshot the write goes into.
-            let verdict = Self::verify_parsed(snap, &chain, &[leaf], x509::now(), crate::verify::LeafTime::ValidNowOrLater).result;
+            let verified = Self::verify_parsed(snap, &chain, &[leaf], x509::now(), crate::verify::LeafTime::ValidNowOrLater);
+            let verdict = verified.result;
             let refused = match verdict {
+                V::Valid if leaf == LeafCertificateType::V2G => {
+                    match crate::iso15118::check_secc_path(&verified.path, self.config().iso15118.require_dc) {
+                        Ok(()) => None,
+                        Err(reason) => {
+                            tracing::warn!(subject = %new_leaf.common_name(), %reason, "SECC leaf refused: not the ISO 15118-2 profile");
+                            Some(R::InvalidCertificateChain)
+                        }
+                    }
+                }
                 V::Valid => None,
                 V::Expired => Some(R::Expired),
                 V::InvalidSignature | V::InvalidLeafSignature => Some(R::InvalidSignature),

@@ -301,6 +301,12 @@ impl EvseSecurity {
         if !cert.is_ca {
             return refused(R::InvalidCertificateChain);
         }
+        if ca == CaCertificateType::V2G {
+            if let Err(reason) = crate::iso15118::check_v2g_ca(&cert.x509, cert.self_signed) {
+                tracing::warn!(subject = %cert.common_name(), %reason, "V2G CA certificate refused: not the ISO 15118-2 profile");
+                return refused(R::InvalidCertificateChain);
+            }
+        }
         if !cert.is_valid_at(x509::now()) {
             return refused(R::Expired);
         }

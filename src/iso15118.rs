@@ -1,0 +1,150 @@
+//! The certificate profiles of ISO 15118-2 Annex F for the V2G PKI: the
+//! SECC leaf, the CPO Sub-CAs and the V2G root. They are checked on
+//! install, so that the store never holds what a car would refuse.
+//!
+//! Annex F, as the test PKIs of SwitchEV and EVerest reproduce it:
+//! - every certificate: EC P-256, signed with ECDSA-SHA256;
+//! - V2G root: basicConstraints critical CA:TRUE, keyUsage critical
+//!   keyCertSign and cRLSign;
+//! - Sub-CA 1: CA:TRUE with pathLenConstraint 1; Sub-CA 2 (or a single
+//!   Sub-CA layer): pathLenConstraint 0; keyUsage critical keyCertSign;
+//! - SECC leaf: CA:FALSE, keyUsage critical digitalSignature and
+//!   keyAgreement, and `DC=CPO` in the subject ([V2G2-925]).
+
+use foreign_types_shared::ForeignTypeRef;
+use openssl::nid::Nid;
+use openssl::x509::{X509Ref, X509};
+
+use crate::rfc5280::extension;
+
+/// Sub-CAs a V2G path may hold between root and leaf.
+const MAX_SUB_CAS: usize = 2;
+
+/// Checks the path a V2G leaf was verified on (leaf first, anchor last):
+/// the leaf's profile and each Sub-CA's. The anchor was checked when it was
+/// installed.
+pub fn check_secc_path(path: &[X509], require_dc: bool) -> Result<(), String> {
+    let Some((leaf, rest)) = path.split_first() else {
+        return Err("the path is empty".to_owned());
+    };
+    check_secc_leaf(leaf, require_dc).map_err(|e| format!("SECC leaf: {e}"))?;
+    let sub_cas = &rest[..rest.len().saturating_sub(1)];
+    if sub_cas.len() > MAX_SUB_CAS {
+        return Err(format!(
+            "{} Sub-CAs between root and leaf, over {MAX_SUB_CAS}",
+            sub_cas.len()
+        ));
+    }
+    // Nearest the leaf is Sub-CA 2, pathLenConstraint 0; above it Sub-CA 1,
+    // pathLenConstraint 1.
+    for (max_path_len, sub_ca) in sub_cas.iter().enumerate() {
+        check_sub_ca(sub_ca, max_path_len as i64)
+            .map_err(|e| format!("Sub-CA {}: {e}", MAX_SUB_CAS - max_path_len))?;
+    }
+    Ok(())
+}
+
+/// Checks a CA certificate installed into the V2G bundle: a root's profile
+/// when it is self-signed, else a Sub-CA's.
+pub fn check_v2g_ca(cert: &X509Ref, self_signed: bool) -> Result<(), String> {
+    if !self_signed {
+        return check_sub_ca(cert, 1).map_err(|e| format!("V2G Sub-CA: {e}"));
+    }
+    let root = || -> Result<(), String> {
+        check_algorithms(cert)?;
+        check_basic_constraints(cert, true)?;
+        check_key_usage(
+            cert,
+            &[
+                (openssl_sys::X509v3_KU_KEY_CERT_SIGN, "keyCertSign"),
+                (openssl_sys::X509v3_KU_CRL_SIGN, "cRLSign"),
+            ],
+        )
+    };
+    root().map_err(|e| format!("V2G root: {e}"))
+}
+
+fn check_secc_leaf(cert: &X509Ref, require_dc: bool) -> Result<(), String> {
+    check_algorithms(cert)?;
+    check_basic_constraints(cert, false)?;
+    check_key_usage(
+        cert,
+        &[
+            (openssl_sys::X509v3_KU_DIGITAL_SIGNATURE, "digitalSignature"),
+            (openssl_sys::X509v3_KU_KEY_AGREEMENT, "keyAgreement"),
+        ],
+    )?;
+    let has_dc_cpo = cert
+        .subject_name()
+        .entries_by_nid(Nid::DOMAINCOMPONENT)
+        .any(|e| e.data().as_slice() == b"CPO");
+    if require_dc && !has_dc_cpo {
+        return Err("the subject has no DC=CPO".to_owned());
+    }
+    Ok(())
+}
+
+fn check_sub_ca(cert: &X509Ref, max_path_len: i64) -> Result<(), String> {
+    check_algorithms(cert)?;
+    check_basic_constraints(cert, true)?;
+    // SAFETY: reads the cached basicConstraints of a parsed certificate.
+    let path_len = unsafe { openssl_sys::X509_get_pathlen(cert.as_ptr()) };
+    if path_len < 0 {
+        return Err("no pathLenConstraint".to_owned());
+    }
+    if i64::from(path_len) > max_path_len {
+        return Err(format!("pathLenConstraint {path_len}, over {max_path_len}"));
+    }
+    check_key_usage(
+        cert,
+        &[(openssl_sys::X509v3_KU_KEY_CERT_SIGN, "keyCertSign")],
+    )
+}
+
+fn check_algorithms(cert: &X509Ref) -> Result<(), String> {
+    let curve = cert
+        .public_key()
+        .ok()
+        .and_then(|k| k.ec_key().ok())
+        .and_then(|k| k.group().curve_name());
+    if curve != Some(Nid::X9_62_PRIME256V1) {
+        return Err("the key is not EC P-256".to_owned());
+    }
+    if cert.signature_algorithm().object().nid() != Nid::ECDSA_WITH_SHA256 {
+        return Err("the signature is not ECDSA-SHA256".to_owned());
+    }
+    Ok(())
+}
+
+fn check_basic_constraints(cert: &X509Ref, ca: bool) -> Result<(), String> {
+    match extension(cert, Nid::BASIC_CONSTRAINTS) {
+        Some((true, _)) => {}
+        Some((false, _)) => return Err("basicConstraints is not critical".to_owned()),
+        None => return Err("no basicConstraints".to_owned()),
+    }
+    if crate::rfc5280::is_ca(cert) != ca {
+        let flag = if ca { "FALSE" } else { "TRUE" };
+        return Err(format!("basicConstraints CA:{flag}"));
+    }
+    Ok(())
+}
+
+fn check_key_usage(cert: &X509Ref, needed: &[(u32, &str)]) -> Result<(), String> {
+    match extension(cert, Nid::KEY_USAGE) {
+        Some((true, _)) => {}
+        Some((false, _)) => return Err("keyUsage is not critical".to_owned()),
+        None => return Err("no keyUsage".to_owned()),
+    }
+    // SAFETY: reads the cached keyUsage bits of a parsed certificate.
+    let bits = unsafe { openssl_sys::X509_get_key_usage(cert.as_ptr()) };
+    let missing: Vec<&str> = needed
+        .iter()
+        .filter(|(bit, _)| bits & bit == 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("keyUsage lacks {}", missing.join(" and ")))
+    }
+}
