@@ -37,9 +37,9 @@ pub fn check_secc_path(path: &[X509], require_dc: bool) -> Result<(), String> {
     }
     // Nearest the leaf is Sub-CA 2, pathLenConstraint 0; above it Sub-CA 1,
     // pathLenConstraint 1.
-    for (max_path_len, sub_ca) in sub_cas.iter().enumerate() {
-        check_sub_ca(sub_ca, max_path_len as i64)
-            .map_err(|e| format!("Sub-CA {}: {e}", MAX_SUB_CAS - max_path_len))?;
+    for (max_path_len, sub_ca) in (0..).zip(sub_cas) {
+        check_sub_ca(sub_ca, max_path_len)
+            .map_err(|e| format!("Sub-CA {}: {e}", 2 - max_path_len))?;
     }
     Ok(())
 }
@@ -84,7 +84,7 @@ fn check_secc_leaf(cert: &X509Ref, require_dc: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn check_sub_ca(cert: &X509Ref, max_path_len: i64) -> Result<(), String> {
+fn check_sub_ca(cert: &X509Ref, max_path_len: libc::c_long) -> Result<(), String> {
     check_algorithms(cert)?;
     check_basic_constraints(cert, true)?;
     // SAFETY: reads the cached basicConstraints of a parsed certificate.
@@ -92,7 +92,7 @@ fn check_sub_ca(cert: &X509Ref, max_path_len: i64) -> Result<(), String> {
     if path_len < 0 {
         return Err("no pathLenConstraint".to_owned());
     }
-    if i64::from(path_len) > max_path_len {
+    if path_len > max_path_len {
         return Err(format!("pathLenConstraint {path_len}, over {max_path_len}"));
     }
     check_key_usage(
