@@ -26,6 +26,13 @@ mod ffi {
 const MAX_ALTERNATE_PATHS: usize = 8;
 const MAX_ISSUER_CHECKS: usize = 64;
 
+/// OpenSSL 3.0's `X509_STRICT` profile errors (`x509_vfy.h`, from
+/// `X509_V_ERR_SIGNATURE_ALGORITHM_INCONSISTENCY` to
+/// `X509_V_ERR_EC_KEY_EXPLICIT_PARAMS`), which openssl-sys does not name:
+/// a missing AKI or SKI, empty names, non-critical CA basicConstraints and
+/// the like. Like the RFC 5280 rules checked here, they break the chain.
+const STRICT_PROFILE_ERRORS: std::ops::RangeInclusive<libc::c_int> = 78..=94;
+
 /// When the leaf of a chain must be valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeafTime {
@@ -353,6 +360,7 @@ fn map_verify_error(code: libc::c_int) -> CertificateValidationResult {
         | s::X509_V_ERR_INVALID_EXTENSION
         | s::X509_V_ERR_INVALID_POLICY_EXTENSION
         | s::X509_V_ERR_NO_EXPLICIT_POLICY => CertificateValidationResult::InvalidChain,
+        code if STRICT_PROFILE_ERRORS.contains(&code) => CertificateValidationResult::InvalidChain,
         _ => CertificateValidationResult::Unknown,
     }
 }

@@ -96,7 +96,7 @@ async fn csr_in_the_tpm_install_info_tls_gc_and_delete() {
 
     // A leaf for another key finds no private key; the CSR's leaf installs.
     let stranger =
-        evsec::testpki::issue(&CertSpec::leaf("SECC-TPM-1"), Some(&pki.cpo_sub2)).unwrap();
+        evsec::testpki::issue(&CertSpec::secc("SECC-TPM-1"), Some(&pki.cpo_sub2)).unwrap();
     let chain_tail = pki.cpo_sub2.pem() + &pki.cpo_sub1.pem();
     assert_eq!(
         c.update_leaf_certificate(&(stranger.pem() + &chain_tail), "V2G")

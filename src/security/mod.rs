@@ -521,12 +521,8 @@ impl EvseSecurity {
         chain_pem: &str,
         types: &[LeafCertificateType],
     ) -> Result<CertificateValidationResult, Error> {
-        if !self.fits("certificate chain", chain_pem) {
-            return Ok(CertificateValidationResult::Unknown);
-        }
-        // Longer than any path followed: refused before parsing.
-        if x509::pem_block_count(chain_pem.as_bytes()) > MAX_PEM_BLOCKS {
-            return Ok(CertificateValidationResult::InvalidChain);
+        if let Some(refused) = self.refuse_unread(chain_pem) {
+            return Ok(refused.result);
         }
         let snap = self.snapshot();
         let now = x509::now();
@@ -545,8 +541,8 @@ impl EvseSecurity {
         {
             return Ok(v.result);
         }
-        let (result, from, until) = match parse_chain(chain_pem) {
-            Some((chain, _)) if chain.len() <= MAX_CHAIN_DEPTH => {
+        let (result, from, until) = match read_chain(chain_pem) {
+            Ok(chain) => {
                 let result =
                     Self::verify_parsed(&snap, &chain, types, now, LeafTime::ValidNow).result;
                 // The verdict holds until the next notBefore or notAfter of
@@ -558,12 +554,7 @@ impl EvseSecurity {
                 let (from, until) = validity_window(chain.iter().chain(anchors), now);
                 (result, from, until)
             }
-            Some(_) => (
-                CertificateValidationResult::InvalidChain,
-                i64::MIN,
-                i64::MAX,
-            ),
-            None => (CertificateValidationResult::Unknown, i64::MIN, i64::MAX),
+            Err(refused) => (refused.result, i64::MIN, i64::MAX),
         };
         // An internal failure is not an answer to keep.
         if result == CertificateValidationResult::Unknown && until != i64::MAX {
@@ -585,6 +576,26 @@ impl EvseSecurity {
         Ok(result)
     }
 
+    /// The verdict on a chain too large to read, before any parsing (and
+    /// before the verdict cache hashes it).
+    fn refuse_unread(&self, chain_pem: &str) -> Option<ChainVerdict> {
+        use CertificateValidationResult as V;
+        if !self.fits("certificate chain", chain_pem) {
+            return Some(ChainVerdict::new(
+                V::Unknown,
+                "the chain is longer than [limits] max_pem_bytes",
+            ));
+        }
+        // Longer than any path followed.
+        if x509::pem_block_count(chain_pem.as_bytes()) > MAX_PEM_BLOCKS {
+            return Some(ChainVerdict::new(
+                V::InvalidChain,
+                format!("the chain has more than {MAX_PEM_BLOCKS} PEM blocks"),
+            ));
+        }
+        None
+    }
+
     /// `VerifyCertificateDetailed`: contract 5.4, with why. Never cached:
     /// an operator asks this once, to read the reason.
     pub fn verify_certificate_detailed(
@@ -593,40 +604,13 @@ impl EvseSecurity {
         types: &[LeafCertificateType],
     ) -> ChainVerdict {
         use CertificateValidationResult as V;
-        if !self.fits("certificate chain", chain_pem) {
-            return ChainVerdict::new(
-                V::Unknown,
-                "the chain is longer than [limits] max_pem_bytes",
-            );
+        if let Some(refused) = self.refuse_unread(chain_pem) {
+            return refused;
         }
-        if x509::pem_block_count(chain_pem.as_bytes()) > MAX_PEM_BLOCKS {
-            return ChainVerdict::new(
-                V::InvalidChain,
-                format!("the chain has more than {MAX_PEM_BLOCKS} PEM blocks"),
-            );
-        }
-        let chain = match x509::parse_pem_certificates(chain_pem.as_bytes()) {
-            Err(e) => {
-                return ChainVerdict::new(V::Unknown, format!("the chain does not parse: {e}"))
-            }
-            Ok((certs, _)) if certs.is_empty() => {
-                return ChainVerdict::new(V::Unknown, "the text holds no certificate")
-            }
-            Ok((certs, _)) => certs,
+        let facts = match read_chain(chain_pem) {
+            Ok(chain) => chain,
+            Err(refused) => return refused,
         };
-        if chain.len() > MAX_CHAIN_DEPTH {
-            return ChainVerdict::new(
-                V::InvalidChain,
-                format!("the chain has more than {MAX_CHAIN_DEPTH} certificates"),
-            );
-        }
-        let mut facts = Vec::with_capacity(chain.len());
-        for (depth, cert) in chain.into_iter().enumerate() {
-            match CertFacts::new(cert.clone()) {
-                Ok(f) => facts.push(f),
-                Err(e) => return ChainVerdict::new(V::Unknown, e).at(depth, &cert),
-            }
-        }
         let snap = self.snapshot();
         let now = x509::now();
         let verdict = Self::verify_parsed(&snap, &facts, types, now, LeafTime::ValidNow);
@@ -1029,6 +1013,42 @@ fn parse_chain(pem: &str) -> Option<(Vec<CertFacts>, usize)> {
         .map(|c| CertFacts::new(c).ok())
         .collect::<Option<Vec<_>>>()?;
     Some((chain, others))
+}
+
+/// The certificates of a chain to verify, or the verdict on a chain that
+/// cannot be one: unreadable PEM or certificates, or more certificates than
+/// any path.
+fn read_chain(chain_pem: &str) -> Result<Vec<CertFacts>, ChainVerdict> {
+    use CertificateValidationResult as V;
+    let certs = match x509::parse_pem_certificates(chain_pem.as_bytes()) {
+        Err(e) => {
+            return Err(ChainVerdict::new(
+                V::Unknown,
+                format!("the chain does not parse: {e}"),
+            ))
+        }
+        Ok((certs, _)) if certs.is_empty() => {
+            return Err(ChainVerdict::new(
+                V::Unknown,
+                "the text holds no certificate",
+            ))
+        }
+        Ok((certs, _)) => certs,
+    };
+    if certs.len() > MAX_CHAIN_DEPTH {
+        return Err(ChainVerdict::new(
+            V::InvalidChain,
+            format!("the chain has more than {MAX_CHAIN_DEPTH} certificates"),
+        ));
+    }
+    let mut chain = Vec::with_capacity(certs.len());
+    for (depth, cert) in certs.into_iter().enumerate() {
+        match CertFacts::new(cert.clone()) {
+            Ok(facts) => chain.push(facts),
+            Err(e) => return Err(ChainVerdict::new(V::Unknown, e).at(depth, &cert)),
+        }
+    }
+    Ok(chain)
 }
 
 /// True when `cert`, issued by the holder of `issuer_key_bits`, has the hash
