@@ -101,12 +101,80 @@ fn check_extensions(cert: &X509Ref) -> Result<(), String> {
         if !critical {
             return Err("the name constraints extension is not critical".to_owned());
         }
+        check_dns_constraints(cert)?;
     }
     // 4.2.1.11: conforming CAs MUST mark it critical.
     if let Some((false, _)) = extension(cert, Nid::POLICY_CONSTRAINTS) {
         return Err("the policy constraints extension is not critical".to_owned());
     }
     Ok(())
+}
+
+mod ffi {
+    /// `GENERAL_SUBTREE` of `x509v3.h`.
+    #[repr(C)]
+    pub struct GeneralSubtree {
+        pub base: *mut openssl_sys::GENERAL_NAME,
+        pub minimum: *mut openssl_sys::ASN1_INTEGER,
+        pub maximum: *mut openssl_sys::ASN1_INTEGER,
+    }
+
+    /// `NAME_CONSTRAINTS` of `x509v3.h`: two `STACK_OF(GENERAL_SUBTREE)`.
+    #[repr(C)]
+    pub struct NameConstraints {
+        pub permitted: *mut openssl_sys::OPENSSL_STACK,
+        pub excluded: *mut openssl_sys::OPENSSL_STACK,
+    }
+
+    extern "C" {
+        pub fn NAME_CONSTRAINTS_free(constraints: *mut NameConstraints);
+    }
+}
+
+/// 4.2.1.10: a dNSName constraint is a DNS name: `example.com` covers the
+/// host and its subdomains, and a leading period is not allowed (OpenSSL
+/// reads `.example.com` as a subdomain match; the RFC does so only for
+/// URIs).
+fn check_dns_constraints(cert: &X509Ref) -> Result<(), String> {
+    use openssl::x509::GeneralNameRef;
+    let mut malformed = None;
+    // SAFETY: OpenSSL decodes a fresh NAME_CONSTRAINTS that this function
+    // owns and frees; its subtrees and names are read while it lives, each
+    // pointer checked for null.
+    unsafe {
+        let constraints = openssl_sys::X509_get_ext_d2i(
+            cert.as_ptr(),
+            Nid::NAME_CONSTRAINTS.as_raw(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        ) as *mut ffi::NameConstraints;
+        if constraints.is_null() {
+            return Err("the name constraints do not decode".to_owned());
+        }
+        for stack in [(*constraints).permitted, (*constraints).excluded] {
+            if stack.is_null() {
+                continue;
+            }
+            for i in 0..openssl_sys::OPENSSL_sk_num(stack) {
+                let subtree = openssl_sys::OPENSSL_sk_value(stack, i) as *const ffi::GeneralSubtree;
+                if subtree.is_null() || (*subtree).base.is_null() {
+                    continue;
+                }
+                let name = GeneralNameRef::from_ptr((*subtree).base);
+                if let Some(dns) = name.dnsname() {
+                    let wildcard = dns.starts_with('*');
+                    if wildcard || (!dns.is_empty() && !is_dns_name(dns)) {
+                        malformed = Some(printable(dns));
+                    }
+                }
+            }
+        }
+        ffi::NAME_CONSTRAINTS_free(constraints);
+    }
+    match malformed {
+        Some(dns) => Err(format!("the DNS name constraint `{dns}` is malformed")),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn is_ca(cert: &X509Ref) -> bool {
