@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use evsec::dbus::{Bus, Client};
-use evsec::testpki::{issue, sign_csr, CertSpec, Pki};
+use evsec::testpki::{issue, issue_with_key, sign_csr, CertSpec, Pki};
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509StoreContext, X509};
@@ -513,30 +513,12 @@ fn crafted_rsa_key() -> openssl::pkey::PKey<openssl::pkey::Private> {
 
 /// 32 self-issued CA certificates of `key` (as many PEM blocks as a chain
 /// may hold), as one PEM text.
-fn self_issued_chain(key: &openssl::pkey::PKeyRef<openssl::pkey::Private>) -> String {
-    use openssl::bn::BigNum;
-    use openssl::hash::MessageDigest;
-    use openssl::x509::extension::BasicConstraints;
-    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "Self-issued").unwrap();
-    let name = name.build();
-    (1..=32)
-        .map(|serial| {
-            let mut b = X509::builder().unwrap();
-            b.set_version(2).unwrap();
-            b.set_serial_number(&BigNum::from_u32(serial).unwrap().to_asn1_integer().unwrap())
-                .unwrap();
-            b.set_subject_name(&name).unwrap();
-            b.set_issuer_name(&name).unwrap();
-            b.set_pubkey(key).unwrap();
-            b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
-                .unwrap();
-            b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).unwrap())
-                .unwrap();
-            b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-                .unwrap();
-            b.sign(key, MessageDigest::sha256()).unwrap();
-            String::from_utf8(b.build().to_pem().unwrap()).unwrap()
+fn self_issued_chain(key: &openssl::pkey::PKey<openssl::pkey::Private>) -> String {
+    (0..32)
+        .map(|_| {
+            issue_with_key(&CertSpec::ca("Self-issued", None), None, key.clone())
+                .unwrap()
+                .pem()
         })
         .collect()
 }

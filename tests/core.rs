@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use common::{openssl_ocsp_hash, tree_contents, TempStore};
 use evsec::security::StoreChange;
-use evsec::testpki::{issue, tampered, CertSpec, Pki};
+use evsec::testpki::{issue, issue_with_key, tampered, CertSpec, Pki};
 use evsec::types::{
     CaCertificateType as Ca, CertificateType as Ct, CertificateValidationResult as V,
     DeleteCertificateResult as D, GetInstalledCertificatesStatus, HashAlgorithm, HashData,
@@ -872,31 +872,13 @@ fn a_bundle_directory_removed_and_made_again_is_watched_again() {
 /// A self-signed RSA CA certificate with public exponent `e`.
 fn rsa_root(bits: u32, e: u64) -> openssl::x509::X509 {
     use openssl::bn::BigNum;
-    use openssl::hash::MessageDigest;
     use openssl::pkey::PKey;
     use openssl::rsa::Rsa;
-    use openssl::x509::extension::BasicConstraints;
     let exponent = BigNum::from_dec_str(&e.to_string()).unwrap();
     let key = PKey::from_rsa(Rsa::generate_with_e(bits, &exponent).unwrap()).unwrap();
-    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", &format!("RSA e={e}"))
-        .unwrap();
-    let name = name.build();
-    let mut b = openssl::x509::X509::builder().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap())
-        .unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).unwrap())
-        .unwrap();
-    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-        .unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    b.build()
+    issue_with_key(&CertSpec::ca(&format!("RSA e={e}"), None), None, key)
+        .unwrap()
+        .cert
 }
 
 /// Keys whose checks cost far more than any real PKI needs are refused

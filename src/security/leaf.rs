@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::ocsp::cached_response;
-use super::{parse_chain, Error, EvseSecurity, Outcome, StoreChange};
+use super::{read_chain, Error, EvseSecurity, Outcome, StoreChange};
 use crate::index::{Leaf, LeafDomain, Snapshot};
 use crate::pending_keys;
 use crate::store;
@@ -188,7 +188,7 @@ impl EvseSecurity {
             tracing::warn!(leaf = %leaf, size = chain_pem.len(), "leaf chain refused: larger than limits.max_chain_bytes");
             return Ok((R::InvalidFormat, vec![]));
         }
-        let Some((chain, 0)) = parse_chain(chain_pem) else {
+        let Ok((chain, 0)) = read_chain(chain_pem) else {
             return Ok((R::InvalidFormat, vec![]));
         };
         let new_leaf = &chain[0];

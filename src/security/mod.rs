@@ -521,7 +521,7 @@ impl EvseSecurity {
         chain_pem: &str,
         types: &[LeafCertificateType],
     ) -> Result<CertificateValidationResult, Error> {
-        if let Some(refused) = self.refuse_unread(chain_pem) {
+        if let Some(refused) = self.refuse_oversized(chain_pem) {
             return Ok(refused.result);
         }
         let snap = self.snapshot();
@@ -542,7 +542,7 @@ impl EvseSecurity {
             return Ok(v.result);
         }
         let (result, from, until) = match read_chain(chain_pem) {
-            Ok(chain) => {
+            Ok((chain, _)) => {
                 let result =
                     Self::verify_parsed(&snap, &chain, types, now, LeafTime::ValidNow).result;
                 // The verdict holds until the next notBefore or notAfter of
@@ -576,24 +576,15 @@ impl EvseSecurity {
         Ok(result)
     }
 
-    /// The verdict on a chain too large to read, before any parsing (and
-    /// before the verdict cache hashes it).
-    fn refuse_unread(&self, chain_pem: &str) -> Option<ChainVerdict> {
-        use CertificateValidationResult as V;
-        if !self.fits("certificate chain", chain_pem) {
-            return Some(ChainVerdict::new(
-                V::Unknown,
+    /// The verdict on a chain argument over `[limits] max_pem_bytes`,
+    /// before anything reads it (or the verdict cache hashes it).
+    fn refuse_oversized(&self, chain_pem: &str) -> Option<ChainVerdict> {
+        (!self.fits("certificate chain", chain_pem)).then(|| {
+            ChainVerdict::new(
+                CertificateValidationResult::Unknown,
                 "the chain is longer than [limits] max_pem_bytes",
-            ));
-        }
-        // Longer than any path followed.
-        if x509::pem_block_count(chain_pem.as_bytes()) > MAX_PEM_BLOCKS {
-            return Some(ChainVerdict::new(
-                V::InvalidChain,
-                format!("the chain has more than {MAX_PEM_BLOCKS} PEM blocks"),
-            ));
-        }
-        None
+            )
+        })
     }
 
     /// `VerifyCertificateDetailed`: contract 5.4, with why. Never cached:
@@ -604,11 +595,11 @@ impl EvseSecurity {
         types: &[LeafCertificateType],
     ) -> ChainVerdict {
         use CertificateValidationResult as V;
-        if let Some(refused) = self.refuse_unread(chain_pem) {
+        if let Some(refused) = self.refuse_oversized(chain_pem) {
             return refused;
         }
         let facts = match read_chain(chain_pem) {
-            Ok(chain) => chain,
+            Ok((chain, _)) => chain,
             Err(refused) => return refused,
         };
         let snap = self.snapshot();
@@ -997,48 +988,23 @@ const MAX_PEM_BLOCKS: usize = 2 * MAX_CHAIN_DEPTH;
 const DAY: i64 = 86_400;
 
 /// Parses a chain argument, leaf first, with the number of PEM blocks that
-/// are not certificates; `None` when it holds no certificate or a block
-/// that does not parse.
-fn parse_chain(pem: &str) -> Option<(Vec<CertFacts>, usize)> {
-    // Counted before anything is parsed: no chain needs more blocks.
-    if x509::pem_block_count(pem.as_bytes()) > MAX_PEM_BLOCKS {
-        return None;
-    }
-    let (certs, others) = x509::parse_pem_certificates(pem.as_bytes()).ok()?;
-    if certs.is_empty() {
-        return None;
-    }
-    let chain = certs
-        .into_iter()
-        .map(|c| CertFacts::new(c).ok())
-        .collect::<Option<Vec<_>>>()?;
-    Some((chain, others))
-}
-
-/// The certificates of a chain to verify, or the verdict on a chain that
-/// cannot be one: unreadable PEM or certificates, or more certificates than
-/// any path.
-fn read_chain(chain_pem: &str) -> Result<Vec<CertFacts>, ChainVerdict> {
+/// are not certificates; or the verdict on text that is no chain: more PEM
+/// blocks than any path (counted before anything is parsed), no
+/// certificate, or a block or certificate that does not parse.
+fn read_chain(pem: &str) -> Result<(Vec<CertFacts>, usize), ChainVerdict> {
     use CertificateValidationResult as V;
-    let certs = match x509::parse_pem_certificates(chain_pem.as_bytes()) {
-        Err(e) => {
-            return Err(ChainVerdict::new(
-                V::Unknown,
-                format!("the chain does not parse: {e}"),
-            ))
-        }
-        Ok((certs, _)) if certs.is_empty() => {
-            return Err(ChainVerdict::new(
-                V::Unknown,
-                "the text holds no certificate",
-            ))
-        }
-        Ok((certs, _)) => certs,
-    };
-    if certs.len() > MAX_CHAIN_DEPTH {
+    if x509::pem_block_count(pem.as_bytes()) > MAX_PEM_BLOCKS {
         return Err(ChainVerdict::new(
             V::InvalidChain,
-            format!("the chain has more than {MAX_CHAIN_DEPTH} certificates"),
+            format!("the chain has more than {MAX_PEM_BLOCKS} PEM blocks"),
+        ));
+    }
+    let (certs, others) = x509::parse_pem_certificates(pem.as_bytes())
+        .map_err(|e| ChainVerdict::new(V::Unknown, format!("the chain does not parse: {e}")))?;
+    if certs.is_empty() {
+        return Err(ChainVerdict::new(
+            V::Unknown,
+            "the text holds no certificate",
         ));
     }
     let mut chain = Vec::with_capacity(certs.len());
@@ -1048,7 +1014,7 @@ fn read_chain(chain_pem: &str) -> Result<Vec<CertFacts>, ChainVerdict> {
             Err(e) => return Err(ChainVerdict::new(V::Unknown, e).at(depth, &cert)),
         }
     }
-    Ok(chain)
+    Ok((chain, others))
 }
 
 /// True when `cert`, issued by the holder of `issuer_key_bits`, has the hash

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::leaf::path_with_issuer_keys;
-use super::{hash_matches, parse_chain, Error, EvseSecurity, StoreChange};
+use super::{hash_matches, read_chain, Error, EvseSecurity, StoreChange};
 use crate::index::{issuer_path, OcspEntry, Snapshot};
 use crate::store::{self, Layout};
 use crate::types::{
@@ -88,7 +88,7 @@ impl EvseSecurity {
         if !self.fits("contract chain", chain_pem) {
             return Ok(Vec::new());
         }
-        let Some((chain, _)) = parse_chain(chain_pem) else {
+        let Ok((chain, _)) = read_chain(chain_pem) else {
             tracing::info!("MO OCSP request data: the contract chain does not parse");
             return Ok(Vec::new());
         };
