@@ -5,13 +5,13 @@
 
 pub mod access;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dbus;
 pub mod index;
 pub mod iso15118;
 pub mod logging;
-pub mod pending_keys;
 pub mod rfc5280;
 pub mod security;
 pub mod store;
@@ -19,7 +19,6 @@ pub mod testpki;
 pub mod tpm;
 pub mod types;
 pub mod verify;
-pub mod watch;
 pub mod x509;
 
 pub use config::Config;

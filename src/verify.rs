@@ -10,7 +10,7 @@ use openssl::x509::{X509NameRef, X509Ref, X509StoreContext, X509};
 
 use crate::index::MAX_CHAIN_DEPTH;
 use crate::types::CertificateValidationResult;
-use crate::x509::{first_error, unix_time, CertFacts};
+use crate::x509::{self, first_error, unix_time, CertFacts};
 
 mod ffi {
     extern "C" {
@@ -369,6 +369,40 @@ fn map_verify_error(code: libc::c_int) -> CertificateValidationResult {
         code if STRICT_PROFILE_ERRORS.contains(&code) => CertificateValidationResult::InvalidChain,
         _ => CertificateValidationResult::Unknown,
     }
+}
+
+/// Most PEM blocks a chain argument may hold: twice the longest path
+/// followed, so that a chain with a few extra certificates still parses.
+pub const MAX_PEM_BLOCKS: usize = 2 * MAX_CHAIN_DEPTH;
+
+/// Parses a chain argument, leaf first, with the number of PEM blocks that
+/// are not certificates; or the verdict on text that is no chain: more PEM
+/// blocks than any path (counted before anything is parsed), no
+/// certificate, or a block or certificate that does not parse.
+pub fn read_chain(pem: &str) -> Result<(Vec<CertFacts>, usize), ChainVerdict> {
+    use CertificateValidationResult as V;
+    if x509::pem_block_count(pem.as_bytes()) > MAX_PEM_BLOCKS {
+        return Err(ChainVerdict::new(
+            V::InvalidChain,
+            format!("the chain has more than {MAX_PEM_BLOCKS} PEM blocks"),
+        ));
+    }
+    let (certs, others) = x509::parse_pem_certificates(pem.as_bytes())
+        .map_err(|e| ChainVerdict::new(V::Unknown, format!("the chain does not parse: {e}")))?;
+    if certs.is_empty() {
+        return Err(ChainVerdict::new(
+            V::Unknown,
+            "the text holds no certificate",
+        ));
+    }
+    let mut chain = Vec::with_capacity(certs.len());
+    for (depth, cert) in certs.into_iter().enumerate() {
+        match CertFacts::new(cert.clone()) {
+            Ok(facts) => chain.push(facts),
+            Err(e) => return Err(ChainVerdict::new(V::Unknown, e).at(depth, &cert)),
+        }
+    }
+    Ok((chain, others))
 }
 
 #[cfg(test)]

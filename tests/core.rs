@@ -6,6 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use common::{openssl_ocsp_hash, tree_contents, TempStore};
+use evsec::security::Outcome;
 use evsec::security::StoreChange;
 use evsec::testpki::{issue, issue_with_key, tampered, CertSpec, Pki};
 use evsec::types::{
@@ -73,9 +74,7 @@ fn install_ca_results() {
     let sec = store.open();
 
     // A new root, then the same root again: Accepted, no second change.
-    let (r, changes) = sec
-        .install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G)
-        .unwrap();
+    let Outcome { result: r, changes } = sec.install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G);
     assert_eq!(r, I::Accepted);
     assert_eq!(
         changes,
@@ -88,9 +87,8 @@ fn install_ca_results() {
     let bundle = fs::read_to_string(store.path("ca/v2g/V2G_ROOT_CA.pem")).unwrap();
     assert_eq!(bundle, pki.v2g_root.pem());
     assert_eq!(
-        sec.install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G)
-            .unwrap(),
-        (I::Accepted, vec![])
+        sec.install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G),
+        Outcome::unchanged(I::Accepted)
     );
     assert_eq!(
         fs::read_to_string(store.path("ca/v2g/V2G_ROOT_CA.pem")).unwrap(),
@@ -100,74 +98,67 @@ fn install_ca_results() {
     // A sub-CA whose issuer is in the bundle; another whose issuer is not.
     assert_eq!(
         sec.install_ca_certificate(&pki.cpo_sub1.pem(), Ca::V2G)
-            .unwrap()
-            .0,
+            .result,
         I::Accepted
     );
     assert_eq!(
         sec.install_ca_certificate(&pki.cpo_sub2.pem(), Ca::MO)
-            .unwrap()
-            .0,
+            .result,
         I::NoRootCertificateInstalled
     );
 
     // Formats.
     assert_eq!(
         sec.install_ca_certificate("not a certificate", Ca::MO)
-            .unwrap()
-            .0,
+            .result,
         I::InvalidFormat
     );
     assert_eq!(
-        sec.install_ca_certificate("", Ca::MO).unwrap().0,
+        sec.install_ca_certificate("", Ca::MO).result,
         I::InvalidFormat
     );
     let two = pki.mo_root.pem() + &pki.mf_root.pem();
     assert_eq!(
-        sec.install_ca_certificate(&two, Ca::MO).unwrap().0,
+        sec.install_ca_certificate(&two, Ca::MO).result,
         I::InvalidFormat
     );
     let truncated = &pki.mo_root.pem()[..200];
     assert_eq!(
-        sec.install_ca_certificate(truncated, Ca::MO).unwrap().0,
+        sec.install_ca_certificate(truncated, Ca::MO).result,
         I::InvalidFormat
     );
     let with_key = pki.mo_root.pem() + &String::from_utf8(pki.mo_root.key_pem()).unwrap();
     assert_eq!(
-        sec.install_ca_certificate(&with_key, Ca::MO).unwrap().0,
+        sec.install_ca_certificate(&with_key, Ca::MO).result,
         I::InvalidFormat
     );
     let der = pki.mo_root.cert.to_der().unwrap();
     assert_eq!(
         sec.install_ca_certificate(&String::from_utf8_lossy(&der), Ca::MO)
-            .unwrap()
-            .0,
+            .result,
         I::InvalidFormat
     );
 
     // Not a CA; expired; not yet valid; a bad self-signature.
     assert_eq!(
         sec.install_ca_certificate(&pki.secc_leaf.pem(), Ca::V2G)
-            .unwrap()
-            .0,
+            .result,
         I::InvalidCertificateChain
     );
     let expired = issue(&CertSpec::ca("Old", None).valid(-20, -10), None).unwrap();
     assert_eq!(
-        sec.install_ca_certificate(&expired.pem(), Ca::MO)
-            .unwrap()
-            .0,
+        sec.install_ca_certificate(&expired.pem(), Ca::MO).result,
         I::Expired
     );
     let future = issue(&CertSpec::ca("Future", None).valid(10, 20), None).unwrap();
     assert_eq!(
-        sec.install_ca_certificate(&future.pem(), Ca::MO).unwrap().0,
+        sec.install_ca_certificate(&future.pem(), Ca::MO).result,
         I::Expired
     );
     let bad = tampered(&pki.mo_root.cert).unwrap();
     let bad_pem = String::from_utf8(bad.to_pem().unwrap()).unwrap();
     assert_eq!(
-        sec.install_ca_certificate(&bad_pem, Ca::MO).unwrap().0,
+        sec.install_ca_certificate(&bad_pem, Ca::MO).result,
         I::InvalidSignature
     );
 
@@ -175,8 +166,8 @@ fn install_ca_results() {
     // result, not an error (contract §5).
     let huge = "A".repeat(70_000);
     assert_eq!(
-        sec.install_ca_certificate(&huge, Ca::MO).unwrap(),
-        (I::InvalidFormat, vec![])
+        sec.install_ca_certificate(&huge, Ca::MO),
+        Outcome::unchanged(I::InvalidFormat)
     );
     let huge_chain = pki.secc_chain_pem() + &" ".repeat(70_000);
     assert_eq!(
@@ -204,8 +195,7 @@ fn install_into_directory_bundle_writes_everest_name_and_hash_links() {
     assert_eq!(sec.get_verify_file(Ca::V2G), "");
     assert_eq!(
         sec.install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G)
-            .unwrap()
-            .0,
+            .result,
         I::Accepted
     );
     let names: Vec<String> = fs::read_dir(store.path("ca/v2g"))
@@ -255,7 +245,7 @@ fn install_into_directory_bundle_writes_everest_name_and_hash_links() {
 
     // Deleting the root removes its file and its link.
     let h = hash_of(&pki.v2g_root, &pki.v2g_root);
-    assert_eq!(sec.delete_certificate(&h).0, D::Accepted);
+    assert_eq!(sec.delete_certificate(&h).result, D::Accepted);
     let left: Vec<_> = fs::read_dir(store.path("ca/v2g"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -272,9 +262,8 @@ fn write_errors_are_reported() {
     let sec = evsec::EvseSecurity::open(store.config_with("mo_ca_bundle = \"ca/mo\"\n")).unwrap();
     fs::remove_dir_all(store.path("ca/mo")).unwrap();
     assert_eq!(
-        sec.install_ca_certificate(&pki.mo_root.pem(), Ca::MO)
-            .unwrap(),
-        (I::WriteError, vec![])
+        sec.install_ca_certificate(&pki.mo_root.pem(), Ca::MO),
+        Outcome::unchanged(I::WriteError)
     );
 }
 
@@ -287,13 +276,12 @@ fn store_quota_refuses_installs() {
     // The tree holds 9 files already.
     assert_eq!(
         sec.install_ca_certificate(&pki.csms_leaf.pem(), Ca::CSMS)
-            .unwrap()
-            .0,
+            .result,
         I::InvalidCertificateChain
     );
     let other = issue(&CertSpec::ca("Other MO", None), None).unwrap();
     assert_eq!(
-        sec.install_ca_certificate(&other.pem(), Ca::MO).unwrap().0,
+        sec.install_ca_certificate(&other.pem(), Ca::MO).result,
         I::CertificateStoreMaxLengthExceeded
     );
 }
@@ -383,7 +371,8 @@ fn expired_and_future_certificates_are_listed_and_deletable() {
     // Deleting the expired root removes its expired child too, and keeps
     // every other byte of the file.
     assert_eq!(
-        sec.delete_certificate(&hash_of(&old_root, &old_root)).0,
+        sec.delete_certificate(&hash_of(&old_root, &old_root))
+            .result,
         D::Accepted
     );
     assert_eq!(
@@ -392,7 +381,7 @@ fn expired_and_future_certificates_are_listed_and_deletable() {
     );
     assert_eq!(
         sec.delete_certificate(&hash_of(&future_root, &future_root))
-            .0,
+            .result,
         D::Accepted
     );
     assert_eq!(
@@ -414,20 +403,20 @@ fn hash_matching_ignores_case_leading_zeros_and_takes_sha384_sha512() {
         &format!("000{}", h.serial_number.to_uppercase()),
     )
     .unwrap();
-    assert_eq!(sec.delete_certificate(&upper).0, D::Accepted);
+    assert_eq!(sec.delete_certificate(&upper).result, D::Accepted);
     assert_eq!(fs::read(store.path("ca/mf/MF_ROOT_CA.pem")).unwrap(), b"");
 
     let f = facts(&pki.mo_root.pem());
     let h384 = f.hash_data(HashAlgorithm::SHA384, &f.key_bits);
-    assert_eq!(sec.delete_certificate(&wire(&h384)).0, D::Accepted);
+    assert_eq!(sec.delete_certificate(&wire(&h384)).result, D::Accepted);
     let f = facts(&pki.cpo_sub2.pem());
     let h512 = f.hash_data(HashAlgorithm::SHA512, &facts(&pki.cpo_sub1.pem()).key_bits);
-    assert_eq!(sec.delete_certificate(&h512).0, D::Accepted);
+    assert_eq!(sec.delete_certificate(&h512).result, D::Accepted);
     assert_eq!(
         fs::read_to_string(store.path("ca/v2g/V2G_ROOT_CA.pem")).unwrap(),
         pki.v2g_root.pem() + &pki.cpo_sub1.pem()
     );
-    assert_eq!(sec.delete_certificate(&h512).0, D::NotFound);
+    assert_eq!(sec.delete_certificate(&h512).result, D::NotFound);
 }
 
 #[test]
@@ -451,7 +440,7 @@ fn leaf_delete_removes_its_files_key_and_ocsp_and_nothing_else() {
     let sec = store.open();
     let before = tree_contents(&store.certs);
 
-    let (result, changes) = sec.delete_certificate(&leaf);
+    let Outcome { result, changes } = sec.delete_certificate(&leaf);
     assert_eq!(result, D::Accepted);
     assert_eq!(
         changes,
@@ -483,7 +472,7 @@ fn leaf_delete_removes_its_files_key_and_ocsp_and_nothing_else() {
             Some(bytes)
         );
     }
-    assert_eq!(sec.delete_certificate(&leaf).0, D::NotFound);
+    assert_eq!(sec.delete_certificate(&leaf).result, D::NotFound);
 }
 
 #[test]
@@ -505,7 +494,7 @@ fn csms_client_certificate_is_never_deleted() {
     let sec = store.open();
     let before = tree_contents(&store.certs);
     let h = hash_of(&pki.csms_leaf, &pki.csms_root);
-    assert_eq!(sec.delete_certificate(&h), (D::Failed, vec![]));
+    assert_eq!(sec.delete_certificate(&h), Outcome::unchanged(D::Failed));
     assert_eq!(tree_contents(&store.certs), before);
 }
 
@@ -590,10 +579,8 @@ fn verification_results() {
     let c = leaf_under_bad.pem() + &String::from_utf8(bad_sub.to_pem().unwrap()).unwrap();
     let store2 = TempStore::empty();
     let sec2 = store2.open();
-    sec2.install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G)
-        .unwrap();
-    sec2.install_ca_certificate(&pki.cpo_sub1.pem(), Ca::V2G)
-        .unwrap();
+    sec2.install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G);
+    sec2.install_ca_certificate(&pki.cpo_sub1.pem(), Ca::V2G);
     assert_eq!(
         sec2.verify_certificate(&c, &[L::V2G]).unwrap(),
         V::InvalidSignature
@@ -714,7 +701,7 @@ fn corrupt_files_are_left_alone() {
     );
     let other = issue(&CertSpec::ca("Other", None), None).unwrap();
     assert_eq!(
-        sec.install_ca_certificate(&other.pem(), Ca::MF).unwrap().0,
+        sec.install_ca_certificate(&other.pem(), Ca::MF).result,
         I::Accepted
     );
     let after = tree_contents(&store.certs);
@@ -803,7 +790,7 @@ fn an_secc_leaf_that_is_also_the_csms_client_certificate_is_not_deleted() {
     let sec = store.open();
     let before = tree_contents(&store.certs);
     let h = hash_of(&pki.secc_leaf, &pki.cpo_sub2);
-    assert_eq!(sec.delete_certificate(&h), (D::Failed, vec![]));
+    assert_eq!(sec.delete_certificate(&h), Outcome::unchanged(D::Failed));
     assert_eq!(tree_contents(&store.certs), before);
 }
 
@@ -890,7 +877,7 @@ fn rsa_keys_with_huge_exponents_are_refused_before_any_check() {
     let normal = rsa_root(2048, 65537);
     let pem = |c: &openssl::x509::X509| String::from_utf8(c.to_pem().unwrap()).unwrap();
     assert_eq!(
-        sec.install_ca_certificate(&pem(&normal), Ca::MF).unwrap().0,
+        sec.install_ca_certificate(&pem(&normal), Ca::MF).result,
         I::Accepted
     );
     let huge_e = rsa_root(2048, (1u64 << 40) + 1);
@@ -899,7 +886,7 @@ fn rsa_keys_with_huge_exponents_are_refused_before_any_check() {
         "RSA public exponent of 41 bits, over 32"
     );
     assert_eq!(
-        sec.install_ca_certificate(&pem(&huge_e), Ca::MF).unwrap().0,
+        sec.install_ca_certificate(&pem(&huge_e), Ca::MF).result,
         I::InvalidFormat
     );
     assert_eq!(
@@ -935,8 +922,7 @@ fn hash_links_of_other_tools_are_left_alone() {
     let sec = evsec::EvseSecurity::open(store.config_with("v2g_ca_bundle = \"ca/v2g\"\n")).unwrap();
     assert_eq!(
         sec.install_ca_certificate(&pki.v2g_root.pem(), Ca::V2G)
-            .unwrap()
-            .0,
+            .result,
         I::Accepted
     );
     let link = |name: &str| fs::read_link(dir.join(name)).map(|t| t.to_string_lossy().into_owned());
@@ -949,7 +935,7 @@ fn hash_links_of_other_tools_are_left_alone() {
     );
     // Deleting the root removes its file and evsecd's link only.
     let h = hash_of(&pki.v2g_root, &pki.v2g_root);
-    assert_eq!(sec.delete_certificate(&h).0, D::Accepted);
+    assert_eq!(sec.delete_certificate(&h).result, D::Accepted);
     assert!(link(&format!("{hash}.1")).is_err());
     assert_eq!(link(&format!("{hash}.0")).unwrap(), "root.crt");
     assert_eq!(link("0badc0de.0").unwrap(), "gone.crt");

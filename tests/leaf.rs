@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
 use common::{ocsp_response, tree_contents, TempStore};
+use evsec::security::Outcome;
 use evsec::security::StoreChange;
 use evsec::testpki::{issue, issue_with_key, sign_csr, tampered, CertSpec, Issued, Pki};
 use evsec::types::{
@@ -63,7 +64,10 @@ fn csr_has_the_contract_shape_and_its_key_is_stored_0600() {
     let pki = pki();
     let store = ca_only_store(&pki);
     let sec = store.open();
-    let ((status, csr), changes) = sec
+    let Outcome {
+        result: (status, csr),
+        changes,
+    } = sec
         .generate_certificate_signing_request(L::V2G, "de", "Example CPO", "SECC-42", false)
         .unwrap();
     assert_eq!(status, Csr::Accepted);
@@ -149,7 +153,10 @@ fn csr_key_is_encrypted_with_the_configured_password() {
     let pki = pki();
     let store = ca_only_store(&pki);
     let sec = EvseSecurity::open(store.config_with("private_key_password = \"pw\"\n")).unwrap();
-    let ((status, _), _) = sec
+    let Outcome {
+        result: (status, _),
+        ..
+    } = sec
         .generate_certificate_signing_request(L::CSMS, "NL", "Org", "CS-1", false)
         .unwrap();
     assert_eq!(status, Csr::Accepted);
@@ -179,7 +186,10 @@ fn csr_key_is_0640_to_a_configured_key_group() {
     let pki = pki();
     let store = ca_only_store(&pki);
     let sec = EvseSecurity::open(store.config_with("[access]\nkey_group = \"root\"\n")).unwrap();
-    let ((status, _), _) = sec
+    let Outcome {
+        result: (status, _),
+        ..
+    } = sec
         .generate_certificate_signing_request(L::V2G, "DE", "O", "CN", false)
         .unwrap();
     assert_eq!(status, Csr::Accepted);
@@ -217,12 +227,12 @@ fn csr_refusals() {
     assert_eq!(
         sec.generate_certificate_signing_request(L::MF, "DE", "O", "CN", false)
             .unwrap(),
-        ((Csr::InvalidRequestedType, String::new()), vec![])
+        Outcome::unchanged((Csr::InvalidRequestedType, String::new()))
     );
     assert_eq!(
         sec.generate_certificate_signing_request(L::V2G, "DE", "O", "CN", true)
             .unwrap(),
-        ((Csr::KeyGenError, String::new()), vec![])
+        Outcome::unchanged((Csr::KeyGenError, String::new()))
     );
     assert_eq!(
         tree_contents(&store.certs),
@@ -234,15 +244,18 @@ fn csr_refusals() {
     assert_eq!(
         sec.generate_certificate_signing_request(L::V2G, "DE", "O", "CN", false)
             .unwrap()
-            .0
-             .0,
+            .result
+            .0,
         Csr::GenerationError
     );
 }
 
 /// CSR, then the leaf signed by Sub-CA 2, as a CSMS would send it.
 fn csr_and_leaf(sec: &EvseSecurity, pki: &Pki, spec: CertSpec) -> openssl::x509::X509 {
-    let ((status, csr), _) = sec
+    let Outcome {
+        result: (status, csr),
+        ..
+    } = sec
         .generate_certificate_signing_request(L::V2G, "DE", "CPO", &spec.cn, false)
         .unwrap();
     assert_eq!(status, Csr::Accepted);
@@ -257,7 +270,7 @@ fn leaf_install_results() {
     let leaf = csr_and_leaf(&sec, &pki, CertSpec::leaf("SECC-1"));
     let chain = pem(&leaf) + &pki.cpo_sub2.pem() + &pki.cpo_sub1.pem();
 
-    let (r, changes) = sec.update_leaf_certificate(&chain, L::V2G).unwrap();
+    let Outcome { result: r, changes } = sec.update_leaf_certificate(&chain, L::V2G).unwrap();
     assert_eq!(r, I::Accepted);
     assert_eq!(
         changes,
@@ -297,7 +310,7 @@ fn leaf_install_results() {
     let before = tree_contents(&store.certs);
     assert_eq!(
         sec.update_leaf_certificate(&chain, L::V2G).unwrap(),
-        (I::Accepted, vec![])
+        Outcome::unchanged(I::Accepted)
     );
     assert_eq!(tree_contents(&store.certs), before);
 
@@ -306,14 +319,14 @@ fn leaf_install_results() {
     assert_eq!(
         sec.update_leaf_certificate(&no_key.pem(), L::V2G)
             .unwrap()
-            .0,
+            .result,
         I::PrivateKeyNotFound
     );
     let expired = issue(&CertSpec::leaf("old").valid(-10, -1), Some(&pki.cpo_sub2)).unwrap();
     assert_eq!(
         sec.update_leaf_certificate(&expired.pem(), L::V2G)
             .unwrap()
-            .0,
+            .result,
         I::Expired
     );
     let stranger_root = issue(&CertSpec::ca("Stranger", None), None).unwrap();
@@ -321,24 +334,24 @@ fn leaf_install_results() {
     assert_eq!(
         sec.update_leaf_certificate(&stranger.pem(), L::V2G)
             .unwrap()
-            .0,
+            .result,
         I::NoRootCertificateInstalled
     );
     assert_eq!(
         sec.update_leaf_certificate(&(stranger.pem() + &stranger_root.pem()), L::V2G)
             .unwrap()
-            .0,
+            .result,
         I::NoRootCertificateInstalled
     );
     let bad = pem(&tampered(&pki.secc_leaf.cert).unwrap());
     assert_eq!(
-        sec.update_leaf_certificate(&bad, L::V2G).unwrap().0,
+        sec.update_leaf_certificate(&bad, L::V2G).unwrap().result,
         I::InvalidSignature
     );
     assert_eq!(
         sec.update_leaf_certificate(&pki.cpo_sub2.pem(), L::V2G)
             .unwrap()
-            .0,
+            .result,
         I::InvalidCertificateChain
     );
     // A path-length violation is a broken chain (EVerest verifies it as
@@ -348,7 +361,7 @@ fn leaf_install_results() {
     assert_eq!(
         sec.update_leaf_certificate(&(deep.pem() + &sub3.pem()), L::V2G)
             .unwrap()
-            .0,
+            .result,
         I::InvalidCertificateChain
     );
     let mut no_cn = CertSpec::leaf("");
@@ -357,26 +370,30 @@ fn leaf_install_results() {
     assert_eq!(
         sec.update_leaf_certificate(&nameless.pem(), L::V2G)
             .unwrap()
-            .0,
+            .result,
         I::InvalidCommonName
     );
     assert_eq!(
-        sec.update_leaf_certificate("garbage", L::V2G).unwrap().0,
+        sec.update_leaf_certificate("garbage", L::V2G)
+            .unwrap()
+            .result,
         I::InvalidFormat
     );
     let oversized = chain.clone() + &"\n".repeat(10_000);
     assert_eq!(
-        sec.update_leaf_certificate(&oversized, L::V2G).unwrap().0,
+        sec.update_leaf_certificate(&oversized, L::V2G)
+            .unwrap()
+            .result,
         I::InvalidFormat
     );
     // MF and MO leaves are not kept: WriteError, as EVerest answers.
     assert_eq!(
-        sec.update_leaf_certificate(&chain, L::MO).unwrap().0,
+        sec.update_leaf_certificate(&chain, L::MO).unwrap().result,
         I::WriteError
     );
     // A CSMS leaf is checked against the CSMS bundle.
     assert_eq!(
-        sec.update_leaf_certificate(&chain, L::CSMS).unwrap().0,
+        sec.update_leaf_certificate(&chain, L::CSMS).unwrap().result,
         I::NoRootCertificateInstalled
     );
     assert_eq!(tree_contents(&store.certs), before);
@@ -388,12 +405,15 @@ fn leaf_install_results() {
     assert_eq!(
         full.update_leaf_certificate(&pem(&leaf2), L::V2G)
             .unwrap()
-            .0,
+            .result,
         I::CertificateStoreMaxLengthExceeded
     );
     // CSR keys count too: a full store writes no key.
     let before = tree_contents(&store.certs);
-    let ((status, csr), changes) = full
+    let Outcome {
+        result: (status, csr),
+        changes,
+    } = full
         .generate_certificate_signing_request(L::V2G, "DE", "CPO", "SECC-3", false)
         .unwrap();
     assert_eq!(
@@ -414,7 +434,7 @@ fn leaf_install_write_error() {
     fs::remove_dir_all(store.path("client/cso-certs")).unwrap();
     assert_eq!(
         sec.update_leaf_certificate(&pem(&leaf), L::V2G).unwrap(),
-        (I::WriteError, vec![])
+        Outcome::unchanged(I::WriteError)
     );
 }
 
@@ -427,7 +447,7 @@ fn a_not_yet_valid_leaf_is_installed_but_not_used_until_valid() {
     assert_eq!(
         sec.update_leaf_certificate(&pem(&future), L::V2G)
             .unwrap()
-            .0,
+            .result,
         I::Accepted
     );
     assert_eq!(
@@ -483,13 +503,13 @@ fn leaf_selection_statuses_and_newest_by_not_before() {
     assert_eq!(
         sec.update_leaf_certificate(&chain(&long), L::V2G)
             .unwrap()
-            .0,
+            .result,
         I::Accepted
     );
     assert_eq!(
         sec.update_leaf_certificate(&chain(&recent), L::V2G)
             .unwrap()
-            .0,
+            .result,
         I::Accepted
     );
     let (status, info) = sec.get_leaf_certificate_info(L::V2G, false);
@@ -530,13 +550,15 @@ fn all_valid_gives_the_newest_leaf_per_root() {
     let sec = store.open();
     let a_old = csr_and_leaf(&sec, &pki, CertSpec::leaf("a-old").valid(-5, 100));
     let a_new = csr_and_leaf(&sec, &pki, CertSpec::leaf("a-new").valid(-1, 100));
-    let ((_, csr), _) = sec
+    let Outcome {
+        result: (_, csr), ..
+    } = sec
         .generate_certificate_signing_request(L::V2G, "DE", "CPO", "b", false)
         .unwrap();
     let b = sign_csr(&csr, &CertSpec::leaf("b"), &other.cpo_sub2).unwrap();
     for c in [&a_old, &a_new, &b] {
         assert_eq!(
-            sec.update_leaf_certificate(&pem(c), L::V2G).unwrap().0,
+            sec.update_leaf_certificate(&pem(c), L::V2G).unwrap().result,
             I::Accepted
         );
     }
@@ -582,19 +604,19 @@ fn ocsp_cache_results_and_layout() {
     let b64 = openssl::base64::encode_block(&der);
 
     assert_eq!(
-        sec.update_ocsp_cache(&leaf_hash, "").unwrap().0,
+        sec.update_ocsp_cache(&leaf_hash, "").unwrap().result,
         O::InvalidFormat
     );
     assert_eq!(
         sec.update_ocsp_cache(&leaf_hash, "!!not base64!!")
             .unwrap()
-            .0,
+            .result,
         O::InvalidFormat
     );
     assert_eq!(
         sec.update_ocsp_cache(&leaf_hash, &openssl::base64::encode_block(b"not DER"))
             .unwrap()
-            .0,
+            .result,
         O::InvalidFormat
     );
     // A response about another certificate.
@@ -602,12 +624,12 @@ fn ocsp_cache_results_and_layout() {
     assert_eq!(
         sec.update_ocsp_cache(&leaf_hash, &openssl::base64::encode_block(&other))
             .unwrap()
-            .0,
+            .result,
         O::InvalidFormat
     );
     let unknown = HashData::parse("SHA256", &"ab".repeat(32), &"cd".repeat(32), "1").unwrap();
     assert_eq!(
-        sec.update_ocsp_cache(&unknown, &b64).unwrap().0,
+        sec.update_ocsp_cache(&unknown, &b64).unwrap().result,
         O::NotFound
     );
     assert!(fs::read_dir(store.path("client/cso/ocsp"))
@@ -622,7 +644,7 @@ fn ocsp_cache_results_and_layout() {
         .map(|c| String::from_utf8_lossy(c) + "\n")
         .collect();
     assert_eq!(
-        sec.update_ocsp_cache(&leaf_hash, &folded).unwrap().0,
+        sec.update_ocsp_cache(&leaf_hash, &folded).unwrap().result,
         O::Accepted
     );
     let files: Vec<_> = fs::read_dir(store.path("client/cso/ocsp"))
@@ -667,7 +689,7 @@ fn ocsp_cache_results_and_layout() {
     assert_eq!(
         sec.update_ocsp_cache(&upper, &openssl::base64::encode_block(&newer))
             .unwrap()
-            .0,
+            .result,
         O::Accepted
     );
     let files: Vec<_> = fs::read_dir(store.path("client/cso/ocsp"))
@@ -683,7 +705,7 @@ fn ocsp_cache_results_and_layout() {
     assert_eq!(
         sec.update_ocsp_cache(&sub_hash, &openssl::base64::encode_block(&other))
             .unwrap()
-            .0,
+            .result,
         O::Accepted
     );
     assert_eq!(fs::read_dir(store.path("ca/v2g/ocsp")).unwrap().count(), 2);
@@ -887,7 +909,7 @@ fn garbage_collection() {
     fs::write(ocsp.join("b_ocsp.der"), b"x").unwrap();
     fs::write(ocsp.join("c_ocsp.der"), b"orphan").unwrap();
     // A CSR key two hours old, and a fresh one.
-    let ((_, _), _) = sec
+    let Outcome { result: (_, _), .. } = sec
         .generate_certificate_signing_request(L::V2G, "DE", "O", "old-csr", false)
         .unwrap();
     let old_key = key_files(&cso)
@@ -905,13 +927,15 @@ fn garbage_collection() {
         .unwrap()
         .set_modified(SystemTime::now() - Duration::from_secs(7200))
         .unwrap();
-    let ((_, _), _) = sec
+    let Outcome { result: (_, _), .. } = sec
         .generate_certificate_signing_request(L::V2G, "DE", "O", "new-csr", false)
         .unwrap();
     // A valid leaf with its key.
     let valid = csr_and_leaf(&sec, &pki, CertSpec::leaf("valid"));
     assert_eq!(
-        sec.update_leaf_certificate(&pem(&valid), L::V2G).unwrap().0,
+        sec.update_leaf_certificate(&pem(&valid), L::V2G)
+            .unwrap()
+            .result,
         I::Accepted
     );
 
@@ -972,7 +996,10 @@ fn age(path: &std::path::Path, secs: u64) {
 /// The CSR key `sec` just wrote for `cn` in `dir`.
 fn csr_key(sec: &EvseSecurity, dir: &std::path::Path, cn: &str) -> (std::path::PathBuf, String) {
     let before = key_files(dir);
-    let ((status, csr), _) = sec
+    let Outcome {
+        result: (status, csr),
+        ..
+    } = sec
         .generate_certificate_signing_request(L::V2G, "DE", "CPO", cn, false)
         .unwrap();
     assert_eq!(status, Csr::Accepted);
@@ -984,7 +1011,7 @@ fn csr_key(sec: &EvseSecurity, dir: &std::path::Path, cn: &str) -> (std::path::P
 }
 
 fn record(dir: &std::path::Path) -> String {
-    fs::read_to_string(dir.join(evsec::pending_keys::RECORD_NAME)).unwrap_or_default()
+    fs::read_to_string(dir.join(evsec::store::pending_keys::RECORD_NAME)).unwrap_or_default()
 }
 
 /// Only a key evsecd generated for a CSR, that no certificate took up, may
@@ -1041,7 +1068,7 @@ fn garbage_collection_keeps_keys_whose_certificate_is_not_recognised() {
     let cert = sign_csr(&csr, &CertSpec::leaf("taken"), &pki.cpo_sub2).unwrap();
     let chain = pem(&cert) + &pki.cpo_sub2.pem() + &pki.cpo_sub1.pem();
     assert_eq!(
-        sec.update_leaf_certificate(&chain, L::V2G).unwrap().0,
+        sec.update_leaf_certificate(&chain, L::V2G).unwrap().result,
         I::Accepted
     );
     assert!(record(&cso).is_empty(), "{}", record(&cso));
@@ -1134,7 +1161,7 @@ fn iso15118_2_profiles_on_install() {
     let install = |leaf: &Issued, subs: &str| {
         sec.update_leaf_certificate(&(leaf.pem() + subs), L::V2G)
             .unwrap()
-            .0
+            .result
     };
     let under_sub2 = |spec: CertSpec| issue(&spec, Some(&pki.cpo_sub2)).unwrap();
     // A keyless leaf that keeps to the profile gets past it, to the key.
@@ -1216,22 +1243,19 @@ fn iso15118_2_profiles_on_install() {
     for root in [&p384_root, &no_crl_sign] {
         assert_eq!(
             sec.install_ca_certificate(&root.pem(), evsec::types::CaCertificateType::V2G)
-                .unwrap()
-                .0,
+                .result,
             I::InvalidCertificateChain
         );
         assert_eq!(
             sec.install_ca_certificate(&root.pem(), evsec::types::CaCertificateType::MO)
-                .unwrap()
-                .0,
+                .result,
             I::Accepted
         );
     }
     let fits = issue(&CertSpec::ca("Second V2G Root", None), None).unwrap();
     assert_eq!(
         sec.install_ca_certificate(&fits.pem(), evsec::types::CaCertificateType::V2G)
-            .unwrap()
-            .0,
+            .result,
         I::Accepted
     );
 
@@ -1244,7 +1268,7 @@ fn iso15118_2_profiles_on_install() {
         lenient
             .update_leaf_certificate(&(no_dc.pem() + &subs), L::V2G)
             .unwrap()
-            .0,
+            .result,
         I::PrivateKeyNotFound
     );
 }

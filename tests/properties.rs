@@ -6,6 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::TempStore;
+use evsec::security::Outcome;
 use evsec::testpki::{issue, CertSpec, Issued};
 use evsec::types::{
     CaCertificateType, CertificateType, DeleteCertificateResult, HashAlgorithm, HashData,
@@ -83,12 +84,12 @@ proptest! {
         for op in ops {
             match op {
                 Op::Install(i) => {
-                    let (r, _) = sec.install_ca_certificate(&roots[i].pem(), CaCertificateType::MO).unwrap();
+                    let Outcome { result: r, .. } = sec.install_ca_certificate(&roots[i].pem(), CaCertificateType::MO);
                     prop_assert_eq!(r, InstallCertificateResult::Accepted);
                     model.insert(i);
                 }
                 Op::Delete(i) => {
-                    let (r, _) = sec.delete_certificate(&hash_of(&roots[i]));
+                    let Outcome { result: r, .. } = sec.delete_certificate(&hash_of(&roots[i]));
                     let want = if model.remove(&i) { DeleteCertificateResult::Accepted } else { DeleteCertificateResult::NotFound };
                     prop_assert_eq!(r, want);
                 }

@@ -332,6 +332,6 @@ fn with_tpm_keys_disabled_a_tkey_never_pairs_and_is_never_collected() {
     assert!(changes.is_empty(), "{changes:?}");
     assert!(tkey.exists());
     let snapshot = security.snapshot();
-    let key = snapshot.keys.iter().find(|k| k.path == tkey).unwrap();
+    let key = snapshot.keys().find(|k| k.path == tkey).unwrap();
     assert!(key.tpm && key.key_fingerprint.is_none() && !key.awaits_tpm);
 }

@@ -491,9 +491,9 @@ impl EvseSecurityInterface {
         R: ContractEnum + Send + 'static,
         F: FnOnce(&EvseSecurity) -> Result<Outcome<R>, security::Error> + Send + 'static,
     {
-        let (result, changes) = self.blocking(work).await??;
-        self.announce(emitter, &changes).await;
-        Ok(result.as_str().to_owned())
+        let outcome = self.blocking(work).await??;
+        self.announce(emitter, &outcome.changes).await;
+        Ok(outcome.result.as_str().to_owned())
     }
 
     async fn announce(&self, emitter: &SignalEmitter<'_>, changes: &[StoreChange]) {
@@ -532,7 +532,7 @@ impl EvseSecurityInterface {
             .await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.change(&emitter, move |s| {
-            s.install_ca_certificate(&certificate, ca)
+            Ok(s.install_ca_certificate(&certificate, ca))
         })
         .await
     }
@@ -777,7 +777,7 @@ impl EvseSecurityInterface {
             .authorize(&hdr, conn, Need::Write, "GenerateCertificateSigningRequest")
             .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
-        let ((status, csr), changes) = self
+        let outcome = self
             .blocking(move |s| {
                 s.generate_certificate_signing_request(
                     leaf,
@@ -788,7 +788,8 @@ impl EvseSecurityInterface {
                 )
             })
             .await??;
-        self.announce(&emitter, &changes).await;
+        self.announce(&emitter, &outcome.changes).await;
+        let (status, csr) = outcome.result;
         Ok((status.as_str().to_owned(), csr))
     }
 

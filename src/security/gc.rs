@@ -6,11 +6,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::leaf::{path_with_issuer_keys, sort_newest_first};
-use super::{hash_matches, EvseSecurity, StoreChange};
-use crate::index::{Leaf, Snapshot};
-use crate::pending_keys;
-use crate::store;
+use super::EvseSecurity;
+use crate::index::{hash_matches, sort_newest_first, Leaf, Snapshot};
+use crate::store::{self, pending_keys, StoreChange};
 use crate::types::StoreOperation;
 use crate::x509::{self, CertFacts, Fingerprint};
 
@@ -20,8 +18,8 @@ impl EvseSecurity {
     /// certificate, a key in use or a response of a present certificate.
     pub fn garbage_collect(&self) -> Vec<StoreChange> {
         let gc = self.config().gc.clone();
-        self.write(|snap| {
-            let now = x509::now();
+        let now = self.now();
+        let outcome = self.write(StoreOperation::Deleted, |snap, tx| {
             let mut doomed: Vec<PathBuf> = Vec::new();
             let mut removed_leaves: HashSet<crate::x509::Fingerprint> = HashSet::new();
 
@@ -53,7 +51,7 @@ impl EvseSecurity {
             let max_age_ns = i128::from(gc.csr_key_max_age_seconds) * 1_000_000_000;
             let now_ns = i128::from(now) * 1_000_000_000;
             let mut records: HashMap<PathBuf, (BTreeSet<String>, Vec<String>)> = HashMap::new();
-            for key in &snap.keys {
+            for key in snap.keys() {
                 let (Some(dir), Some(name)) = (key.path.parent(), key.path.file_name().and_then(|n| n.to_str())) else {
                     continue;
                 };
@@ -102,7 +100,7 @@ impl EvseSecurity {
             // OCSP responses of certificates no longer present, and .der
             // files left without their .hash.
             let (present, unlinked_serials) = present_certificates(snap, &removed_leaves);
-            for entry in &snap.ocsp {
+            for entry in snap.ocsp.iter() {
                 // A certificate whose issuer is not in the store has no hash
                 // data to compare; its serial keeps the response.
                 let live = unlinked_serials.contains(&entry.hash.serial_number)
@@ -113,20 +111,16 @@ impl EvseSecurity {
                     doomed.push(entry.der_path.clone());
                 }
             }
-            for der in &snap.orphan_ocsp {
+            for der in snap.orphan_ocsp.iter() {
                 tracing::info!(path = %der.display(), "removing OCSP response without its hash file");
                 doomed.push(der.clone());
             }
 
-            let mut changes: Vec<StoreChange> = Vec::new();
+            // Each removal stands on its own: one that fails is tried again
+            // at the next run, and does not bring back the others.
             for path in &doomed {
-                if let Err(e) = store::remove_durably(path) {
+                if let Err(e) = tx.remove(path) {
                     tracing::error!("garbage collection cannot remove {}: {e}", path.display());
-                    continue;
-                }
-                let change = self.change_for_file(path, StoreOperation::Deleted);
-                if !changes.contains(&change) {
-                    changes.push(change);
                 }
             }
             // After the removals: a crash in between leaves a record of a
@@ -136,8 +130,9 @@ impl EvseSecurity {
                     tracing::error!("cannot update the CSR key record of {}: {e}", dir.display());
                 }
             }
-            (changes, doomed)
-        })
+            Ok(())
+        });
+        outcome.changes
     }
 }
 
@@ -220,7 +215,7 @@ fn present_certificates(
         if removed_leaves.contains(&leaf.cert.fingerprint) {
             continue;
         }
-        let with_keys = path_with_issuer_keys(leaf);
+        let with_keys = leaf.path_with_issuer_keys();
         for cert in leaf.path().filter(|c| {
             !with_keys
                 .iter()

@@ -4,16 +4,15 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::ocsp::cached_response;
-use super::{read_chain, Error, EvseSecurity, Outcome, StoreChange};
-use crate::index::{Leaf, LeafDomain, Snapshot};
-use crate::pending_keys;
-use crate::store;
+use super::{Error, EvseSecurity, Outcome};
+use crate::index::{sort_newest_first, Leaf, LeafDomain, Snapshot};
+use crate::store::{self, pending_keys, KeyIdentity};
 use crate::tpm::{self, TpmError};
 use crate::types::{
     CertificateValidationResult as V, GetCertificateInfoStatus, GetCertificateSignRequestStatus,
     HashAlgorithm, HashData, InstallCertificateResult, LeafCertificateType, StoreOperation,
 };
+use crate::verify::read_chain;
 use crate::x509::{self, CertFacts, CsrSubject};
 
 /// Longest organisation and common name accepted in a CSR (X.520 upper
@@ -66,22 +65,6 @@ fn check_name(field: &str, value: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The certificates of a leaf's path, leaf first, each with its issuer's
-/// key bits (its own for a root).
-pub(super) fn path_with_issuer_keys(leaf: &Leaf) -> Vec<(&Arc<CertFacts>, &[u8])> {
-    let path: Vec<&Arc<CertFacts>> = std::iter::once(&leaf.cert)
-        .chain(leaf.issuers.iter())
-        .collect();
-    path.iter()
-        .enumerate()
-        .filter_map(|(i, cert)| match path.get(i + 1) {
-            Some(issuer) => Some((*cert, issuer.key_bits.as_slice())),
-            None if cert.self_signed => Some((*cert, cert.key_bits.as_slice())),
-            None => None,
-        })
-        .collect()
-}
-
 impl EvseSecurity {
     /// Contract 5.10.
     pub fn generate_certificate_signing_request(
@@ -101,7 +84,7 @@ impl EvseSecurity {
         check_name("organization", organization)?;
         check_name("common name", common_name)?;
         let Some((_, key_dir)) = self.config().leaf_dirs(leaf) else {
-            return Ok(((S::InvalidRequestedType, String::new()), vec![]));
+            return Ok(Outcome::unchanged((S::InvalidRequestedType, String::new())));
         };
         let subject = CsrSubject {
             country: country.to_ascii_uppercase(),
@@ -117,7 +100,7 @@ impl EvseSecurity {
                         TpmError::Signing(_) => S::GenerationError,
                         _ => S::KeyGenError,
                     };
-                    return Ok(((status, String::new()), vec![]));
+                    return Ok(Outcome::unchanged((status, String::new())));
                 }
             }
         } else {
@@ -125,7 +108,7 @@ impl EvseSecurity {
                 Ok(pair) => pair,
                 Err(e) => {
                     tracing::error!(leaf = %leaf, error = %x509::first_error(&e), "CSR generation failed");
-                    return Ok(((S::GenerationError, String::new()), vec![]));
+                    return Ok(Outcome::unchanged((S::GenerationError, String::new())));
                 }
             };
             let key_pem = match &self.config().private_key_password {
@@ -136,7 +119,7 @@ impl EvseSecurity {
                 None => key.private_key_to_pem_pkcs8(),
             };
             let Ok(key_pem) = key_pem else {
-                return Ok(((S::KeyGenError, String::new()), vec![]));
+                return Ok(Outcome::unchanged((S::KeyGenError, String::new())));
             };
             (key_pem, csr, "key")
         };
@@ -145,30 +128,40 @@ impl EvseSecurity {
             store::leaf_prefix(leaf),
             store::random_suffix()
         ));
-        Ok(self.write(|snap| {
+        // The key's identity, from the public key the CSR carries.
+        let identity = openssl::x509::X509Req::from_pem(csr.as_bytes())
+            .ok()
+            .and_then(|req| req.public_key().ok())
+            .and_then(|key| x509::public_key_fingerprint(&key))
+            .map(|key_fingerprint| KeyIdentity {
+                key_fingerprint,
+                tpm: use_tpm,
+            });
+        let failed = || (S::GenerationError, String::new());
+        Ok(self.write(StoreOperation::Installed, |snap, tx| {
             // A key takes room like any other file of the store.
             if !snap.usage.fits(1, key_pem.len() as u64, &self.config().limits) {
                 tracing::warn!("store full; CSR refused leaf={leaf}: no room for its key");
-                return (((S::GenerationError, String::new()), vec![]), vec![]);
+                return Err(failed());
             }
             // Recorded first (under the writer lock, like every change of
             // the record): a crash before the key is written leaves only a
             // record of a missing key.
             if let Err(e) = pending_keys::add(&path) {
                 tracing::error!("cannot write CSR key leaf={leaf} key={}: the CSR key record cannot be written: {e}", path.display());
-                return (((S::GenerationError, String::new()), vec![]), vec![]);
+                return Err(failed());
             }
-            match store::write_key(&path, &key_pem, self.key_gid) {
-            Ok(()) => {
-                tracing::info!(leaf = %leaf, cn = %common_name, key = %path.display(), "CSR generated");
-                let change = self.change_for_file(&path, StoreOperation::Installed);
-                (((S::Accepted, csr), vec![change]), vec![path.clone()])
+            match tx.write_key(&path, &key_pem, self.key_gid(), identity) {
+                Ok(()) => {
+                    tracing::info!(leaf = %leaf, cn = %common_name, key = %path.display(), "CSR generated");
+                    Ok((S::Accepted, csr))
+                }
+                Err(e) => {
+                    tracing::error!(leaf = %leaf, key = %path.display(), error = %e, "cannot write CSR key");
+                    Err(failed())
+                }
             }
-            Err(e) => {
-                tracing::error!(leaf = %leaf, key = %path.display(), error = %e, "cannot write CSR key");
-                (((S::GenerationError, String::new()), vec![]), vec![])
-            }
-        }}))
+        }))
     }
 
     /// Contract 5.3.
@@ -181,34 +174,35 @@ impl EvseSecurity {
         let Some((cert_dir, _)) = self.config().leaf_dirs(leaf) else {
             // As EVerest answers: only CSMS and V2G leaves are kept.
             tracing::warn!(leaf = %leaf, "leaf install refused: only CSMS and V2G leaves are stored");
-            return Ok((R::WriteError, vec![]));
+            return Ok(Outcome::unchanged(R::WriteError));
         };
         let cert_dir = cert_dir.to_owned();
         if chain_pem.len() > self.config().limits.max_chain_bytes {
             tracing::warn!(leaf = %leaf, size = chain_pem.len(), "leaf chain refused: larger than limits.max_chain_bytes");
-            return Ok((R::InvalidFormat, vec![]));
+            return Ok(Outcome::unchanged(R::InvalidFormat));
         }
         let Ok((chain, 0)) = read_chain(chain_pem) else {
-            return Ok((R::InvalidFormat, vec![]));
+            return Ok(Outcome::unchanged(R::InvalidFormat));
         };
         let new_leaf = &chain[0];
         if new_leaf.is_ca {
-            return Ok((R::InvalidCertificateChain, vec![]));
+            return Ok(Outcome::unchanged(R::InvalidCertificateChain));
         }
         if new_leaf.common_name().is_empty() {
-            return Ok((R::InvalidCommonName, vec![]));
+            return Ok(Outcome::unchanged(R::InvalidCommonName));
         }
         let Ok(pems) = chain
             .iter()
             .map(|c| c.x509.to_pem())
             .collect::<Result<Vec<_>, _>>()
         else {
-            return Ok((R::InvalidFormat, vec![]));
+            return Ok(Outcome::unchanged(R::InvalidFormat));
         };
         let limits = &self.config().limits;
-        Ok(self.write(|snap| {
+        let now = self.now();
+        Ok(self.write(StoreOperation::Installed, |snap, tx| {
             // Verified against the snapshot the write goes into.
-            let verified = Self::verify_parsed(snap, &chain, &[leaf], x509::now(), crate::verify::LeafTime::ValidNowOrLater);
+            let verified = Self::verify_parsed(snap, &chain, &[leaf], now, crate::verify::LeafTime::ValidNowOrLater);
             let verdict = verified.result;
             let refused = match verdict {
                 V::Valid if leaf == LeafCertificateType::V2G => {
@@ -229,19 +223,19 @@ impl EvseSecurity {
             };
             if let Some(result) = refused {
                 tracing::warn!(leaf = %leaf, subject = %new_leaf.common_name(), %verdict, "leaf certificate refused");
-                return ((result, vec![]), vec![]);
+                return Err(result);
             }
             let Some(domain) = snap.leaf_domain(leaf) else {
-                return ((R::WriteError, vec![]), vec![]);
+                return Err(R::WriteError);
             };
             let Some(key) = domain.keys.iter().find(|k| k.key_fingerprint.is_some() && k.key_fingerprint == new_leaf.key_fingerprint) else {
-                return ((R::PrivateKeyNotFound, vec![]), vec![]);
+                return Err(R::PrivateKeyNotFound);
             };
             let fingerprints: Vec<_> = chain.iter().map(|c| c.fingerprint).collect();
             let has_single = file_with(domain, &fingerprints[..1]);
             let has_chain = chain.len() == 1 || file_with(domain, &fingerprints);
             if has_single && has_chain {
-                return ((R::Accepted, vec![]), vec![]);
+                return Ok(R::Accepted);
             }
             let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
             let suffix = store::random_suffix();
@@ -255,15 +249,15 @@ impl EvseSecurity {
             let bytes: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
             if !snap.usage.fits(files.len(), bytes, limits) {
                 tracing::warn!(leaf = %leaf, "store full; leaf install refused");
-                return ((R::CertificateStoreMaxLengthExceeded, vec![]), vec![]);
+                return Err(R::CertificateStoreMaxLengthExceeded);
             }
             // The leaf and its chain together, or neither, even across a
             // crash.
-            if let Err(e) = store::write_group(&files, store::CERT_MODE) {
+            if let Err(e) = tx.write_group(&files) {
                 tracing::error!("leaf install failed leaf={leaf} dir={}: {e}", cert_dir.display());
-                return ((R::WriteError, vec![]), vec![]);
+                return Err(R::WriteError);
             }
-            let written: Vec<PathBuf> = files.into_iter().map(|(path, _)| path).collect();
+            tx.parsed(chain.iter().cloned().map(Arc::new));
             tracing::info!(leaf = %leaf, subject = %new_leaf.common_name(), serial = %new_leaf.serial, "leaf certificate installed");
             // The key has its certificate: never again a CSR key to expire.
             if let (Some(dir), Some(name)) = (key.path.parent(), key.path.file_name().and_then(|n| n.to_str())) {
@@ -271,12 +265,7 @@ impl EvseSecurity {
                     tracing::warn!("cannot update the CSR key record of {}: {e}", dir.display());
                 }
             }
-            let change = StoreChange {
-                operation: StoreOperation::Installed,
-                ca: None,
-                leaf: Some(leaf),
-            };
-            ((R::Accepted, vec![change]), written)
+            Ok(R::Accepted)
         }))
     }
 
@@ -287,7 +276,7 @@ impl EvseSecurity {
         include_ocsp: bool,
     ) -> (GetCertificateInfoStatus, Option<CertificateInfo>) {
         let snap = self.snapshot();
-        match usable_leaves(&snap, leaf, x509::now()) {
+        match usable_leaves(&snap, leaf, self.now()) {
             Ok(leaves) => (
                 GetCertificateInfoStatus::Accepted,
                 leaves
@@ -309,7 +298,7 @@ impl EvseSecurity {
         secc_id: &str,
     ) -> Result<(GetCertificateInfoStatus, Option<LeafCredentials>), Error> {
         let snap = self.snapshot();
-        let leaves = match usable_leaves(&snap, leaf, x509::now()) {
+        let leaves = match usable_leaves(&snap, leaf, self.now()) {
             Ok(leaves) => leaves,
             Err(status) => return Ok((status, None)),
         };
@@ -349,7 +338,7 @@ impl EvseSecurity {
         include_ocsp: bool,
     ) -> (GetCertificateInfoStatus, Vec<CertificateInfo>) {
         let snap = self.snapshot();
-        match usable_leaves(&snap, leaf, x509::now()) {
+        match usable_leaves(&snap, leaf, self.now()) {
             Ok(leaves) => {
                 let mut seen_roots = Vec::new();
                 let infos = leaves
@@ -375,7 +364,7 @@ impl EvseSecurity {
     /// there is none.
     pub fn get_leaf_expiry_days_count(&self, leaf: LeafCertificateType) -> i32 {
         let snap = self.snapshot();
-        let now = x509::now();
+        let now = self.now();
         match usable_leaves(&snap, leaf, now) {
             Ok(leaves) => leaves
                 .first()
@@ -403,7 +392,7 @@ impl EvseSecurity {
                 Some(f) => f.certs.iter().collect(),
                 None => vec![&leaf.cert],
             };
-            let path = path_with_issuer_keys(leaf);
+            let path = leaf.path_with_issuer_keys();
             chain_certs
                 .iter()
                 .filter_map(|cert| {
@@ -411,7 +400,8 @@ impl EvseSecurity {
                         .iter()
                         .find(|(c, _)| c.fingerprint == cert.fingerprint)?;
                     let hash = cert.hash_data(HashAlgorithm::SHA256, issuer_bits);
-                    let der = cached_response(&snap.ocsp, cert, issuer_bits)
+                    let der = snap
+                        .cached_responses(cert, issuer_bits)
                         .into_iter()
                         .find(|e| e.has_der)
                         .map(|e| e.der_path.display().to_string())
@@ -433,8 +423,7 @@ impl EvseSecurity {
             // A TPM key is never password-protected.
             password: self.config().private_key_password.clone().filter(|_| {
                 !snap
-                    .keys
-                    .iter()
+                    .keys()
                     .any(|k| k.tpm && leaf.key.as_ref() == Some(&k.path))
             }),
             ocsp,
@@ -480,16 +469,4 @@ fn usable_leaves(
     }
     sort_newest_first(&mut usable);
     Ok(usable)
-}
-
-/// Newest first by notBefore (OCPP A02.FR.09 and A02.FR.15), then by
-/// notAfter, then by file name, so the order is stable.
-pub(super) fn sort_newest_first(leaves: &mut [&Leaf]) {
-    leaves.sort_by(|a, b| {
-        let key = |l: &Leaf| (l.cert.not_before, l.cert.not_after);
-        key(b).cmp(&key(a)).then_with(|| {
-            let first = |l: &Leaf| l.files.first().map(|f| f.path.clone());
-            first(b).cmp(&first(a))
-        })
-    });
 }

@@ -4,14 +4,14 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::leaf::path_with_issuer_keys;
-use super::{hash_matches, read_chain, Error, EvseSecurity, StoreChange};
-use crate::index::{issuer_path, OcspEntry, Snapshot};
-use crate::store::{self, Layout};
+use super::{Error, EvseSecurity, Outcome};
+use crate::index::{hash_matches, issuer_path, Snapshot};
+use crate::store::{self, Layout, Transaction};
 use crate::types::{
     CaCertificateType, HashAlgorithm, HashData, LeafCertificateType, StoreOperation,
     UpdateOcspCacheResult,
 };
+use crate::verify::read_chain;
 use crate::x509::{self, CertFacts};
 
 /// One entry of `GetV2gOcspRequestData` / `GetMoOcspRequestData`: hash
@@ -42,32 +42,12 @@ fn request_entries<'a>(
     }
 }
 
-/// The cached response of `cert` (issued by the holder of `issuer_key_bits`)
-/// in `entries`, whatever digest its `.hash` file uses.
-pub(super) fn cached_response<'a>(
-    entries: &'a [OcspEntry],
-    cert: &CertFacts,
-    issuer_key_bits: &[u8],
-) -> Vec<&'a OcspEntry> {
-    let hash = cert.hash_data(HashAlgorithm::SHA256, issuer_key_bits);
-    entries
-        .iter()
-        .filter(|e| {
-            if e.hash.hash_algorithm == HashAlgorithm::SHA256 {
-                e.hash == hash
-            } else {
-                hash_matches(cert, None, Some(issuer_key_bits), &e.hash)
-            }
-        })
-        .collect()
-}
-
 impl EvseSecurity {
     /// Contract 5.6: every SECC leaf with its key that is valid or not yet
     /// valid, and the Sub-CAs of its chain.
     pub fn get_v2g_ocsp_request_data(&self) -> Vec<OcspRequest> {
         let snap = self.snapshot();
-        let now = x509::now();
+        let now = self.now();
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         if let Some(secc) = snap.leaf_domain(LeafCertificateType::V2G) {
@@ -124,38 +104,36 @@ impl EvseSecurity {
         &self,
         query: &HashData,
         response_b64: &str,
-    ) -> Result<(UpdateOcspCacheResult, Vec<StoreChange>), Error> {
+    ) -> Result<Outcome<UpdateOcspCacheResult>, Error> {
         use UpdateOcspCacheResult as R;
         if !self.fits("OCSP response", response_b64) {
-            return Ok((R::InvalidFormat, vec![]));
+            return Ok(Outcome::unchanged(R::InvalidFormat));
         }
         let Some(der) = x509::decode_base64(response_b64) else {
-            return Ok((R::InvalidFormat, vec![]));
+            return Ok(Outcome::unchanged(R::InvalidFormat));
         };
-        self.write(|snap| {
+        let outcome = self.write(StoreOperation::Installed, |snap, tx| {
             let Some(subject) = ocsp_subject(snap, query) else {
-                return (Ok((R::NotFound, vec![])), vec![]);
+                return Err(Ok(R::NotFound));
             };
             if let Err(e) = x509::check_ocsp_response(&der, &subject.cert.x509, &subject.issuer.x509) {
                 tracing::warn!(subject = %subject.cert.common_name(), error = %e, "OCSP response refused");
-                return (Ok((R::InvalidFormat, vec![])), vec![]);
+                return Err(Ok(R::InvalidFormat));
             }
             let dirs: HashSet<PathBuf> = subject.files.iter().map(|f| Layout::ocsp_dir_for(f)).collect();
-            let mut touched = Vec::new();
-            let mut changes = Vec::new();
             for dir in dirs {
-                if let Err(e) = store_response(snap, &dir, &subject.cert, &subject.issuer.key_bits, &der, &mut touched) {
+                if let Err(e) = store_response(snap, tx, &dir, &subject.cert, &subject.issuer.key_bits, &der) {
                     tracing::error!(dir = %dir.display(), error = %e, "cannot store OCSP response");
                     let message = format!("cannot store the OCSP response in {}: {e}", dir.display());
-                    return (Err(Error::Internal(message)), touched);
-                }
-                let change = self.change_for_file(&dir.join("x"), StoreOperation::Installed);
-                if !changes.contains(&change) {
-                    changes.push(change);
+                    return Err(Err(Error::Internal(message)));
                 }
             }
             tracing::info!(subject = %subject.cert.common_name(), serial = %subject.cert.serial, "OCSP response cached");
-            (Ok((R::Accepted, changes)), touched)
+            Ok(Ok(R::Accepted))
+        });
+        outcome.result.map(|result| Outcome {
+            result,
+            changes: outcome.changes,
         })
     }
 }
@@ -165,13 +143,14 @@ impl EvseSecurity {
 /// as a new `<suffix>_ocsp.der` with its `.hash`.
 fn store_response(
     snap: &Snapshot,
+    tx: &mut Transaction,
     dir: &Path,
     cert: &CertFacts,
     issuer_key_bits: &[u8],
     der: &[u8],
-    touched: &mut Vec<PathBuf>,
 ) -> std::io::Result<()> {
-    let mut existing = cached_response(&snap.ocsp, cert, issuer_key_bits)
+    let mut existing = snap
+        .cached_responses(cert, issuer_key_bits)
         .into_iter()
         .filter(|e| e.hash_path.parent() == Some(dir));
     let (hash_path, der_path) = match existing.next() {
@@ -186,22 +165,25 @@ fn store_response(
     };
     // The .der first: a crash in between leaves an orphan .der that garbage
     // collection removes, never a .hash pointing at a missing response.
-    store::atomic_write(&der_path, der, store::CERT_MODE)?;
-    touched.push(der_path);
+    write_or_rewrite(tx, &der_path, der)?;
     let hash = cert.hash_data(HashAlgorithm::SHA256, issuer_key_bits);
-    store::atomic_write(
-        &hash_path,
-        store::ocsp_hash_text(&hash).as_bytes(),
-        store::CERT_MODE,
-    )?;
-    touched.push(hash_path);
+    write_or_rewrite(tx, &hash_path, store::ocsp_hash_text(&hash).as_bytes())?;
     for stale in existing {
-        store::remove_durably(&stale.der_path)?;
-        store::remove_durably(&stale.hash_path)?;
-        touched.push(stale.der_path.clone());
-        touched.push(stale.hash_path.clone());
+        tx.remove(&stale.der_path)?;
+        tx.remove(&stale.hash_path)?;
     }
     Ok(())
+}
+
+/// Writes a file of the OCSP cache, over the one there.
+fn write_or_rewrite(tx: &mut Transaction, path: &Path, data: &[u8]) -> std::io::Result<()> {
+    match std::fs::read(path) {
+        Ok(old) => tx.rewrite(path, old, data),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tx.write(path, data, store::CERT_MODE)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A certificate that may have a cached OCSP response, with its issuer and
@@ -220,7 +202,7 @@ fn ocsp_subject(snap: &Snapshot, query: &HashData) -> Option<OcspSubject> {
     let v2g = snap.bundle(CaCertificateType::V2G);
     let from_leaves = secc.into_iter().flat_map(|d| &d.leaves).find_map(|leaf| {
         let path: Vec<&Arc<CertFacts>> = leaf.path().collect();
-        path_with_issuer_keys(leaf)
+        leaf.path_with_issuer_keys()
             .into_iter()
             .enumerate()
             .find(|(_, (cert, bits))| hash_matches(cert, None, Some(bits), query))

@@ -13,6 +13,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// What the queued events ask the index to do.
@@ -29,6 +30,8 @@ pub enum Changes {
 pub struct Watcher {
     fd: OwnedFd,
     dirs: Mutex<HashMap<i32, PathBuf>>,
+    /// Every store directory is watched; while not, each call lists them.
+    complete: AtomicBool,
 }
 
 const MASK: u32 = libc::IN_CREATE
@@ -54,6 +57,7 @@ impl Watcher {
         let watcher = Watcher {
             fd,
             dirs: Mutex::new(HashMap::new()),
+            complete: AtomicBool::new(true),
         };
         watcher.watch(dirs)?;
         Ok(watcher)
@@ -74,6 +78,32 @@ impl Watcher {
             watched.insert(wd, dir.clone());
         }
         Ok(())
+    }
+
+    /// Watches again whichever of `dirs` exist now (after a directory went
+    /// away, or events were lost); the watch is complete when all of them
+    /// do and are watched.
+    pub fn watch_again(&self, dirs: &[PathBuf]) {
+        let present: Vec<PathBuf> = dirs.iter().filter(|d| d.is_dir()).cloned().collect();
+        let watched = match self.watch(&present) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the store directories");
+                false
+            }
+        };
+        let complete = watched && present.len() == dirs.len();
+        let was_complete = self.complete.swap(complete, Ordering::AcqRel);
+        if was_complete && !complete {
+            tracing::warn!(
+                "a store directory is missing; the store is listed on every call until it is back"
+            );
+        }
+    }
+
+    /// Whether every store directory is watched.
+    pub fn complete(&self) -> bool {
+        self.complete.load(Ordering::Acquire)
     }
 
     /// True when events are queued. Does not consume them.

@@ -1,0 +1,209 @@
+//! Chain verification against the bundles (contract 5.4), with a cache of
+//! verdicts for the chains that repeat.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{Error, EvseSecurity};
+use crate::index::Snapshot;
+use crate::types::{CaCertificateType, CertificateValidationResult, LeafCertificateType};
+use crate::verify::{self, read_chain, ChainVerdict, LeafTime};
+use crate::x509::{self, CertFacts, Fingerprint};
+
+/// A day in seconds.
+const DAY: i64 = 86_400;
+
+impl EvseSecurity {
+    /// Contract 5.4.
+    pub fn verify_certificate(
+        &self,
+        chain_pem: &str,
+        types: &[LeafCertificateType],
+    ) -> Result<CertificateValidationResult, Error> {
+        if let Some(refused) = self.refuse_oversized(chain_pem) {
+            return Ok(refused.result);
+        }
+        let snap = self.snapshot();
+        let now = self.now();
+        let mask = types.iter().fold(0u8, |m, t| m | 1 << t.anchor().slot());
+        let mut key_input = chain_pem.as_bytes().to_vec();
+        key_input.push(mask);
+        let key = x509::sha256(&key_input);
+        let cached = self.verdicts.get(&key);
+        if let Some(v) =
+            cached.filter(|v| v.generation == snap.generation && v.from <= now && now < v.until)
+        {
+            return Ok(v.result);
+        }
+        let (result, from, until) = match read_chain(chain_pem) {
+            Ok((chain, _)) => {
+                let result =
+                    Self::verify_parsed(&snap, &chain, types, now, LeafTime::ValidNow).result;
+                // The verdict holds until the next notBefore or notAfter of
+                // the chain or of the bundles it was checked against.
+                let anchors = types
+                    .iter()
+                    .flat_map(|t| &snap.bundle(t.anchor()).nodes)
+                    .map(|n| n.cert.as_ref());
+                let (from, until) = validity_window(chain.iter().chain(anchors), now);
+                (result, from, until)
+            }
+            Err(refused) => (refused.result, i64::MIN, i64::MAX),
+        };
+        // An internal failure is not an answer to keep.
+        if result == CertificateValidationResult::Unknown && until != i64::MAX {
+            return Ok(result);
+        }
+        self.verdicts.insert(
+            key,
+            Verdict {
+                generation: snap.generation,
+                from,
+                until,
+                result,
+            },
+        );
+        Ok(result)
+    }
+
+    /// The verdict on a chain argument over `[limits] max_pem_bytes`,
+    /// before anything reads it (or the verdict cache hashes it).
+    pub(crate) fn refuse_oversized(&self, chain_pem: &str) -> Option<ChainVerdict> {
+        (!self.fits("certificate chain", chain_pem)).then(|| {
+            ChainVerdict::new(
+                CertificateValidationResult::Unknown,
+                "the chain is longer than [limits] max_pem_bytes",
+            )
+        })
+    }
+
+    /// `VerifyCertificateDetailed`: contract 5.4, with why. Never cached:
+    /// an operator asks this once, to read the reason.
+    pub fn verify_certificate_detailed(
+        &self,
+        chain_pem: &str,
+        types: &[LeafCertificateType],
+    ) -> ChainVerdict {
+        use CertificateValidationResult as V;
+        if let Some(refused) = self.refuse_oversized(chain_pem) {
+            return refused;
+        }
+        let facts = match read_chain(chain_pem) {
+            Ok((chain, _)) => chain,
+            Err(refused) => return refused,
+        };
+        let snap = self.snapshot();
+        let now = self.now();
+        let verdict = Self::verify_parsed(&snap, &facts, types, now, LeafTime::ValidNow);
+        if verdict.result != V::Expired {
+            return verdict;
+        }
+        // A chain that is valid a day away on either side points at the
+        // station's clock rather than at the chain (EVerest #1662).
+        let valid_at = |at| {
+            Self::verify_parsed(&snap, &facts, types, at, LeafTime::ValidNow).result == V::Valid
+        };
+        let clock = if valid_at(now - DAY) {
+            Some("was valid a day ago")
+        } else if valid_at(now + DAY) {
+            Some("is valid a day from now")
+        } else {
+            None
+        };
+        match clock {
+            Some(when) => ChainVerdict {
+                reason: format!(
+                    "{}; the chain {when}: check the station's clock",
+                    verdict.reason
+                ),
+                ..verdict
+            },
+            None => verdict,
+        }
+    }
+
+    /// Contract 5.4 on a parsed chain, against the bundles of `snap`.
+    pub(crate) fn verify_parsed(
+        snap: &Snapshot,
+        chain: &[CertFacts],
+        types: &[LeafCertificateType],
+        now: i64,
+        leaf_time: LeafTime,
+    ) -> ChainVerdict {
+        use CertificateValidationResult as V;
+        let mut anchors: Vec<CaCertificateType> = types.iter().map(|t| t.anchor()).collect();
+        anchors.sort();
+        anchors.dedup();
+        // A bundle whose roots are all out of date still takes part, so
+        // that the answer is `Expired`, not `IssuerNotFound`.
+        anchors.retain(|ca| !snap.bundle(*ca).nodes.is_empty());
+        if anchors.is_empty() {
+            return ChainVerdict::new(
+                V::IssuerNotFound,
+                "no certificate is installed for these types",
+            );
+        }
+        verify::verify_chain(
+            &snap.trust_anchors_for(&anchors, chain),
+            chain,
+            now,
+            leaf_time,
+        )
+    }
+}
+
+/// Verdicts kept; the cache is emptied when full so that it stays bounded.
+const MAX_CACHED_VERDICTS: usize = 1024;
+
+/// A cached verification: valid for one store generation and while the
+/// clock stays inside `[from, until)`, where no certificate involved starts
+/// or ends its validity.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Verdict {
+    generation: u64,
+    from: i64,
+    until: i64,
+    result: CertificateValidationResult,
+}
+
+/// The span around `now` in which no certificate of `certs` becomes valid
+/// or expires.
+fn validity_window<'a>(certs: impl Iterator<Item = &'a CertFacts>, now: i64) -> (i64, i64) {
+    let mut from = i64::MIN;
+    let mut until = i64::MAX;
+    for cert in certs {
+        // OpenSSL counts a certificate as valid from notBefore and expired
+        // from notAfter on, so its state changes at both instants.
+        for edge in [cert.not_before, cert.not_after] {
+            if edge <= now {
+                from = from.max(edge);
+            } else {
+                until = until.min(edge);
+            }
+        }
+    }
+    (from, until)
+}
+
+/// Recent `VerifyCertificate` verdicts by chain bytes and types: contract
+/// chains repeat, and parsing is most of a verification's cost.
+#[derive(Default)]
+pub(super) struct VerdictCache(Mutex<HashMap<Fingerprint, Verdict>>);
+
+impl VerdictCache {
+    fn get(&self, key: &Fingerprint) -> Option<Verdict> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
+    }
+
+    fn insert(&self, key: Fingerprint, verdict: Verdict) {
+        let mut verdicts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if verdicts.len() >= MAX_CACHED_VERDICTS {
+            verdicts.clear();
+        }
+        verdicts.insert(key, verdict);
+    }
+}
