@@ -12,6 +12,7 @@ pub mod dbus;
 pub mod index;
 pub mod iso15118;
 pub mod logging;
+pub mod maintenance;
 pub mod rfc5280;
 pub mod security;
 pub mod store;

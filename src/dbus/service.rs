@@ -1096,12 +1096,15 @@ pub enum ServeError {
 /// Connects to `bus`, exports the interface and takes the well-known name.
 /// The name is requested without replacement either way: a second daemon
 /// fails instead of taking the name from the first.
+///
+/// What `changes` receives (the store maintenance's removals) is announced
+/// as `CertificateStoreUpdated`.
 pub async fn serve(
     security: Arc<EvseSecurity>,
     roles: Roles,
     bus: &Bus,
+    changes: tokio::sync::mpsc::Receiver<Vec<StoreChange>>,
 ) -> Result<Server, ServeError> {
-    let gc_interval = Duration::from_secs(security.config().gc.interval_seconds);
     let iface = EvseSecurityInterface {
         security,
         permits: Arc::new(Semaphore::new(MAX_BLOCKING_CALLS)),
@@ -1148,7 +1151,7 @@ pub async fn serve(
         Ok(_) | Err(zbus::Error::NameTaken) => return Err(ServeError::NameTaken(bus.clone())),
         Err(e) => return Err(bus_error(e)),
     }
-    tokio::spawn(collect_garbage_periodically(iface, gc_interval));
+    tokio::spawn(announce_changes(iface, changes));
     Ok(Server { connection })
 }
 
@@ -1242,20 +1245,17 @@ impl GuardedProperties {
     ) -> zbus::Result<()>;
 }
 
-async fn collect_garbage_periodically(
+/// Announces the changes the daemon made on its own.
+async fn announce_changes(
     iface: zbus::object_server::InterfaceRef<Served>,
-    interval: Duration,
+    mut changes: tokio::sync::mpsc::Receiver<Vec<StoreChange>>,
 ) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await; // the first tick is immediate
-    loop {
-        ticks.tick().await;
-        let this = iface.get().await;
-        match this.blocking(|s| s.garbage_collect()).await {
-            Ok(changes) => this.announce(iface.signal_emitter(), &changes).await,
-            Err(e) => tracing::error!(error = ?e, "garbage collection failed"),
-        }
+    while let Some(changes) = changes.recv().await {
+        iface
+            .get()
+            .await
+            .announce(iface.signal_emitter(), &changes)
+            .await;
     }
 }
 

@@ -276,29 +276,26 @@ impl Index {
             }
         }
         // Every missing certificate of every file in one parallel parse.
-        let mut missing: Vec<(Fingerprint, &[u8], bool)> = Vec::new();
+        let read: Vec<(&PathBuf, FileStamp, Vec<&[u8]>, bool)> = cert_files
+            .iter()
+            .map(|(path, stamp, bytes)| {
+                let (encodings, der) = encodings(path, bytes);
+                (path, *stamp, encodings, der)
+            })
+            .collect();
+        let mut missing: Vec<(Fingerprint, &[u8], bool, &Path)> = Vec::new();
         let mut queued: HashSet<Fingerprint> = HashSet::new();
-        for (path, _, bytes) in &cert_files {
-            let (encodings, der) = encodings(path, bytes);
+        for (path, _, encodings, der) in &read {
             for e in encodings {
                 let key = x509::sha256(e);
                 if !self.parsed.contains_key(&key) && queued.insert(key) {
-                    missing.push((key, e, der));
+                    missing.push((key, e, *der, path.as_path()));
                 }
             }
         }
-        for (key, parsed) in parse_in_parallel(&missing) {
-            match parsed {
-                Ok(facts) => {
-                    self.parsed.insert(key, Arc::new(facts));
-                }
-                Err(reason) => {
-                    tracing::warn!(%reason, "certificate does not parse; left alone")
-                }
-            }
-        }
-        for (path, stamp, bytes) in &cert_files {
-            let file = self.cert_file(path, bytes, *stamp);
+        self.parse_missing(&missing);
+        for (path, stamp, encodings, _) in read {
+            let file = self.cert_file_of(path, &encodings, stamp);
             self.insert(path.clone(), Stored::Certs(Arc::new(file)));
         }
     }
@@ -307,14 +304,23 @@ impl Index {
     /// cache are parsed here.
     fn cert_file(&mut self, path: &Path, bytes: &[u8], stamp: FileStamp) -> CertFile {
         let (encodings, der) = encodings(path, bytes);
-        let keys: Vec<Fingerprint> = encodings.iter().map(|e| x509::sha256(e)).collect();
-        let missing: Vec<(Fingerprint, &[u8], bool)> = keys
+        let missing: Vec<(Fingerprint, &[u8], bool, &Path)> = encodings
             .iter()
-            .zip(&encodings)
-            .filter(|(k, _)| !self.parsed.contains_key(*k))
-            .map(|(k, e)| (*k, *e, der))
+            .map(|e| (x509::sha256(e), *e, der, path))
+            .filter(|(k, _, _, _)| !self.parsed.contains_key(k))
             .collect();
-        for (key, parsed) in parse_in_parallel(&missing) {
+        self.parse_missing(&missing);
+        self.cert_file_of(path, &encodings, stamp)
+    }
+
+    /// Parses certificates (encoding, whether DER, the file that holds
+    /// it) into the parse cache, on every core.
+    fn parse_missing(&mut self, missing: &[(Fingerprint, &[u8], bool, &Path)]) {
+        let items: Vec<(Fingerprint, &[u8], bool)> = missing
+            .iter()
+            .map(|(k, e, der, _)| (*k, *e, *der))
+            .collect();
+        for ((key, parsed), (_, _, _, path)) in parse_in_parallel(&items).into_iter().zip(missing) {
             match parsed {
                 Ok(facts) => {
                     self.parsed.insert(key, Arc::new(facts));
@@ -324,6 +330,11 @@ impl Index {
                 }
             }
         }
+    }
+
+    /// The file of these encodings, from the parse cache.
+    fn cert_file_of(&self, path: &Path, encodings: &[&[u8]], stamp: FileStamp) -> CertFile {
+        let keys: Vec<Fingerprint> = encodings.iter().map(|e| x509::sha256(e)).collect();
         CertFile {
             path: path.to_owned(),
             stamp,

@@ -13,8 +13,9 @@ use crate::store::FileStamp;
 use crate::x509::{self, CertFacts, Fingerprint};
 
 /// Parses certificate encodings (PEM blocks, or DER when `der`) on every
-/// core: at start a bundle of thousands of roots would otherwise take
-/// seconds, each parse and self-signature check being some 200 µs.
+/// core, answering in the order of `items`: at start a bundle of thousands
+/// of roots would otherwise take seconds, each parse and self-signature
+/// check being some 270 µs.
 pub(super) fn parse_in_parallel(
     items: &[(Fingerprint, &[u8], bool)],
 ) -> Vec<(Fingerprint, Result<CertFacts, String>)> {
