@@ -814,23 +814,31 @@ fn cached_verdicts_are_never_stale() {
         V::IssuerNotFound
     );
 
-    // A leaf that expires in a moment: Valid now, Expired once it has.
+    // A leaf that expires in a moment: Valid now, Expired once the clock
+    // passes its notAfter, with the verdict cached in between.
     let store = TempStore::with_pki(&pki);
-    let sec = store.open();
+    let clock = evsec::clock::Clock::manual(evsec::x509::now());
+    let sec = evsec::EvseSecurity::open_with_clock(store.config(), clock.clone()).unwrap();
     let short = issue(
         &CertSpec::leaf("short").valid_for_seconds(-60, 2),
         Some(&pki.cpo_sub2),
     )
     .unwrap();
     let not_after = CertFacts::new(short.cert.clone()).unwrap().not_after;
-    assert!(not_after >= evsec::x509::now());
+    assert!(not_after >= sec.now());
+    for _ in 0..2 {
+        assert_eq!(
+            sec.verify_certificate(&short.pem(), &[L::V2G]).unwrap(),
+            V::Valid
+        );
+    }
+    clock.advance(not_after - sec.now());
     assert_eq!(
         sec.verify_certificate(&short.pem(), &[L::V2G]).unwrap(),
-        V::Valid
+        V::Valid,
+        "notAfter itself is inside the validity (RFC 5280 4.1.2.5)"
     );
-    while evsec::x509::now() <= not_after {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    clock.advance(1);
     assert_eq!(
         sec.verify_certificate(&short.pem(), &[L::V2G]).unwrap(),
         V::Expired

@@ -172,9 +172,10 @@ fn validity_window<'a>(certs: impl Iterator<Item = &'a CertFacts>, now: i64) -> 
     let mut from = i64::MIN;
     let mut until = i64::MAX;
     for cert in certs {
-        // OpenSSL counts a certificate as valid from notBefore and expired
-        // from notAfter on, so its state changes at both instants.
-        for edge in [cert.not_before, cert.not_after] {
+        // A certificate is valid from notBefore through notAfter, both
+        // included (RFC 5280 4.1.2.5), so its state changes at notBefore
+        // and one second after notAfter.
+        for edge in [cert.not_before, cert.not_after.saturating_add(1)] {
             if edge <= now {
                 from = from.max(edge);
             } else {
