@@ -83,6 +83,7 @@ struct Bench {
     daemon: Child,
     address: String,
     ready: Duration,
+    started: Instant,
 }
 
 impl Drop for Bench {
@@ -197,6 +198,7 @@ fn start(pki: &Pki, extra: usize, extra_pem: &str) -> Bench {
         daemon,
         address,
         ready,
+        started,
     }
 }
 
@@ -276,6 +278,8 @@ async fn main() {
         let c = Client::connect(&Bus::Address(bench.address.clone()))
             .await
             .unwrap();
+        c.verify_certificate(&chain, &["V2G"]).await.unwrap();
+        let first_verify = bench.started.elapsed();
         println!(
             "N = {extra}: start to bus-ready {} ms, RSS after start {} KiB",
             bench.ready.as_millis(),
@@ -292,7 +296,16 @@ async fn main() {
         } else {
             iterations
         };
+        println!(
+            "N = {extra}: start to the first VerifyCertificate answered {} ms",
+            first_verify.as_millis()
+        );
         let mut add = |name: &str, s: Stats| rows.push((name.to_owned(), extra, s));
+        // The two baselines of this N, measured in the same run: a round
+        // trip with no work behind it, and one durable small write on the
+        // store's file system.
+        add(PING, time(n, || c.ping()).await);
+        add(DURABLE_WRITE, durable_write(bench._dir.path(), n));
         add(
             "VerifyCertificate (repeated chain)",
             time(n, || c.verify_certificate(&chain, &["V2G"])).await,
@@ -437,17 +450,37 @@ async fn main() {
     }
 
     println!(
-        "\n{:<36} {:>7} {:>10} {:>10} {:>9}",
-        "method", "N", "median", "p90", "÷ base"
+        "\n{:<36} {:>7} {:>10} {:>10} {:>9} {:>9} {:>13}",
+        "method", "N", "median", "p90", "÷ base", "÷ ping", "÷ write+ping"
     );
+    let of = |name: &str, n: usize| {
+        rows.iter()
+            .find(|r| r.0 == name && r.1 == n)
+            .map_or(f64::NAN, |r| r.2.median.as_secs_f64())
+    };
     for (name, n, s) in &rows {
+        let median = s.median.as_secs_f64();
+        let ping = of(PING, *n);
+        let writes = WRITES.iter().find(|(w, _)| w == name).map(|(_, k)| *k);
+        let per_write = writes.map_or(String::new(), |k| {
+            format!("{:.2}x", median / (k as f64 * of(DURABLE_WRITE, *n) + ping))
+        });
         println!(
-            "{name:<36} {n:>7} {:>10} {:>10} {:>9}",
+            "{name:<36} {n:>7} {:>10} {:>10} {:>9} {:>8.2}x {per_write:>13}",
             fmt(s.median),
             fmt(s.p90),
-            ratio(s)
+            ratio(s),
+            median / ping,
         );
     }
+    let fresh_budget = fresh_base.median.as_secs_f64();
+    for (_, n, s) in rows.iter().filter(|r| r.0 == "VerifyCertificate (new chain)") {
+        println!(
+            "VerifyCertificate (new chain) at N = {n}: {:.2}x in-process parse + verify + one ping",
+            s.median.as_secs_f64() / (fresh_budget + of(PING, *n))
+        );
+    }
+    mixed_load(&pki, &extra_pem, quick).await;
     println!("\ngrowth of the median from the smallest to the largest N:");
     let names: Vec<&String> = rows.iter().map(|r| &r.0).fold(Vec::new(), |mut v, n| {
         if !v.contains(&n) {
@@ -470,6 +503,122 @@ async fn main() {
             "\nevsecd binary ({}): {:.2} MiB",
             release.display(),
             meta.len() as f64 / 1_048_576.0
+        );
+    }
+}
+
+/// The row of the ping baseline.
+const PING: &str = "Peer.Ping (baseline)";
+/// The row of the durable-write baseline.
+const DURABLE_WRITE: &str = "durable small write (baseline)";
+/// The writes, each with the number of durable writes it must make: a CSR
+/// writes its key and the record of CSR keys; a leaf install writes its two
+/// files as one group (each file, the intent record, and its removal).
+const WRITES: &[(&str, usize)] = &[
+    ("InstallCaCertificate", 1),
+    ("GenerateCertificateSigningRequest", 2),
+    ("UpdateLeafCertificate", 3),
+];
+
+/// A durable small write, `rounds` times: a temporary file, fsync, rename,
+/// fsync of the directory, as the daemon writes.
+fn durable_write(dir: &Path, rounds: usize) -> Stats {
+    use std::io::Write;
+    let target = dir.join("durable-baseline");
+    let data = vec![b'x'; 1200];
+    let samples = (0..rounds)
+        .map(|i| {
+            let start = Instant::now();
+            let tmp = dir.join(format!(".tmp-{i}"));
+            let mut f = std::fs::File::create(&tmp).unwrap();
+            f.write_all(&data).unwrap();
+            f.sync_all().unwrap();
+            std::fs::rename(&tmp, &target).unwrap();
+            std::fs::File::open(dir).unwrap().sync_all().unwrap();
+            start.elapsed()
+        })
+        .collect();
+    stats(samples)
+}
+
+/// A station's mix from 64 clients at once, 30% of it writes (CA installs
+/// and CSRs), against a store with 100 extra roots; then the same clients
+/// only reading. Prints read p50 and p99 of both, the write throughput
+/// and the errors.
+async fn mixed_load(pki: &Pki, extra_pem: &str, quick: bool) {
+    const CLIENTS: usize = 64;
+    let rounds = if quick { 20 } else { 50 };
+    let bench = start(pki, 100, extra_pem);
+    let chain = std::sync::Arc::new(pki.secc_chain_pem());
+    let roots: Vec<String> = (0..CLIENTS * rounds)
+        .map(|i| {
+            issue(&CertSpec::ca(&format!("Mix {i}"), None), None)
+                .unwrap()
+                .pem()
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(
+            Client::connect(&Bus::Address(bench.address.clone()))
+                .await
+                .unwrap(),
+        );
+    }
+    for writes in [true, false] {
+        let began = Instant::now();
+        let tasks: Vec<_> = clients
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(k, c)| {
+                let chain = chain.clone();
+                let mine: Vec<String> = roots[k * rounds..(k + 1) * rounds].to_vec();
+                tokio::spawn(async move {
+                    let (mut reads, mut written, mut errors) = (Vec::new(), 0usize, 0usize);
+                    for (i, root) in mine.iter().enumerate() {
+                        let start = Instant::now();
+                        let ok = match (writes, (i * 10 + k) % 10) {
+                            (true, 0..=1) => c.install_ca_certificate(root, "MO").await.is_ok_and(|r| r == "Accepted"),
+                            (true, 2) => c
+                                .generate_certificate_signing_request("V2G", "DE", "O", "mix", false)
+                                .await
+                                .is_ok_and(|(s, _)| s == "Accepted"),
+                            (_, 3..=5) => c.verify_certificate(&chain, &["V2G"]).await.is_ok_and(|r| r == "Valid"),
+                            (_, 6..=7) => c.get_leaf_certificate_info("V2G", "PEM", false).await.is_ok_and(|(s, _)| s == "Accepted"),
+                            _ => c.is_ca_certificate_installed("V2G").await.is_ok_and(|b| b),
+                        };
+                        let is_write = writes && (i * 10 + k) % 10 <= 2;
+                        if is_write {
+                            written += 1;
+                        } else {
+                            reads.push(start.elapsed());
+                        }
+                        errors += usize::from(!ok);
+                    }
+                    (reads, written, errors)
+                })
+            })
+            .collect();
+        let (mut reads, mut written, mut errors) = (Vec::new(), 0, 0);
+        for t in tasks {
+            let (r, w, e) = t.await.unwrap();
+            reads.extend(r);
+            written += w;
+            errors += e;
+        }
+        let wall = began.elapsed();
+        let s = stats(reads.clone());
+        let mut sorted = reads;
+        sorted.sort();
+        let p99 = sorted[((sorted.len() as f64 - 1.0) * 0.99).round() as usize];
+        println!(
+            "mixed load, {CLIENTS} clients, {}: read p50 {}, p99 {}, {written} writes in {:.2} s ({:.0}/s), {errors} errors",
+            if writes { "30% writes" } else { "reads only" },
+            fmt(s.median),
+            fmt(p99),
+            wall.as_secs_f64(),
+            written as f64 / wall.as_secs_f64(),
         );
     }
 }

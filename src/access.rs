@@ -57,6 +57,20 @@ pub enum Need {
     Write,
 }
 
+impl Need {
+    /// The right a method needs, from its name alone (contract §3):
+    /// `Get*`, `Verify*` and `Is*` are read-only, so are the Properties
+    /// methods `Get` and `GetAll`; everything else writes. A method added
+    /// later cannot be given the wrong right by hand.
+    pub fn of(member: &str) -> Need {
+        if ["Get", "Verify", "Is"].iter().any(|p| member.starts_with(p)) {
+            Need::Read
+        } else {
+            Need::Write
+        }
+    }
+}
+
 /// The resolved roles: group names turned into GIDs once, at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Roles {

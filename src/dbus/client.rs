@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use super::{builder, Bus, WireCertificateDetails, WireHashData, WireHashDataChain, WireOcspEntry};
+use super::{
+    builder, Bus, WireCertificateDetails, WireHashData, WireHashDataChain, WireOcspEntry, BUS_NAME,
+    OBJECT_PATH,
+};
 
 /// The `CertificateInfo` dictionary of contract 5.11, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -257,6 +260,17 @@ impl Client {
         let connection = builder(bus).build().await?;
         let proxy = EvseSecurity1Proxy::new(&connection).await?;
         Ok(Client { proxy })
+    }
+
+    /// `org.freedesktop.DBus.Peer.Ping` to the daemon: one round trip
+    /// through the bus and the daemon's dispatch, with no work behind it.
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        let peer = zbus::fdo::PeerProxy::builder(self.proxy.inner().connection())
+            .destination(BUS_NAME)
+            .path(OBJECT_PATH)
+            .build()
+            .await?;
+        Ok(peer.ping().await?)
     }
 
     /// Subscribes to `CertificateStoreUpdated`.

@@ -313,15 +313,12 @@ struct EvseSecurityInterface {
 
 impl EvseSecurityInterface {
     /// Checks the caller's UID and GIDs, taken from the bus (never from a
-    /// PID), against the roles. Denied calls that would change the store
-    /// are logged with the UID.
-    async fn authorize(
-        &self,
-        hdr: &Header<'_>,
-        conn: &Connection,
-        need: Need,
-        member: &str,
-    ) -> Result<Admitted, BusError> {
+    /// PID), against the roles, for the right the called member needs
+    /// ([`Need::of`]). Denied calls that would change the store are logged
+    /// with the UID.
+    async fn authorize(&self, hdr: &Header<'_>, conn: &Connection) -> Result<Admitted, BusError> {
+        let member = hdr.member().map_or("", |m| m.as_str());
+        let need = Need::of(member);
         let ticket = self.admit(hdr)?;
         let caller = self.caller_of(hdr, conn).await?;
         if self.roles.allows(caller.uid, &caller.gids, need) {
@@ -528,7 +525,7 @@ impl EvseSecurityInterface {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Write, "InstallCaCertificate")
+            .authorize(&hdr, conn)
             .await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.change(&emitter, move |s| {
@@ -547,7 +544,7 @@ impl EvseSecurityInterface {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Write, "DeleteCertificate")
+            .authorize(&hdr, conn)
             .await?;
         let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
         self.change(&emitter, move |s| Ok(s.delete_certificate(&query)))
@@ -565,7 +562,7 @@ impl EvseSecurityInterface {
         certificate_types: Vec<String>,
     ) -> Result<String, BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Read, "VerifyCertificate")
+            .authorize(&hdr, conn)
             .await?;
         let types: Vec<LeafCertificateType> = parse_args("certificate_types", &certificate_types)?;
         let result = self
@@ -586,7 +583,7 @@ impl EvseSecurityInterface {
         certificate_types: Vec<String>,
     ) -> Result<(String, HashMap<String, OwnedVariant>), BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Read, "VerifyCertificateDetailed")
+            .authorize(&hdr, conn)
             .await?;
         let types: Vec<LeafCertificateType> = parse_args("certificate_types", &certificate_types)?;
         let verdict = self
@@ -618,7 +615,7 @@ impl EvseSecurityInterface {
         certificate_types: Vec<String>,
     ) -> Result<(String, Vec<WireHashDataChain>), BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Read, "GetInstalledCertificates")
+            .authorize(&hdr, conn)
             .await?;
         let types: Vec<CertificateType> = parse_args("certificate_types", &certificate_types)?;
         let (status, chains) = self
@@ -649,7 +646,7 @@ impl EvseSecurityInterface {
         certificate_type: String,
     ) -> Result<bool, BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Read, "IsCaCertificateInstalled")
+            .authorize(&hdr, conn)
             .await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.is_ca_certificate_installed(ca))
@@ -665,7 +662,7 @@ impl EvseSecurityInterface {
         certificate_type: String,
     ) -> Result<String, BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Read, "GetVerifyFile")
+            .authorize(&hdr, conn)
             .await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.get_verify_file(ca)).await
@@ -680,7 +677,7 @@ impl EvseSecurityInterface {
         certificate_type: String,
     ) -> Result<String, BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Read, "GetVerifyLocation")
+            .authorize(&hdr, conn)
             .await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.get_verify_location(ca)).await
@@ -697,7 +694,7 @@ impl EvseSecurityInterface {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Write, "UpdateLeafCertificate")
+            .authorize(&hdr, conn)
             .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.change(&emitter, move |s| {
@@ -714,7 +711,7 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<WireOcspEntry>, BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Read, "GetV2gOcspRequestData")
+            .authorize(&hdr, conn)
             .await?;
         Ok(wire_ocsp_requests(
             self.blocking(|s| s.get_v2g_ocsp_request_data()).await?,
@@ -730,7 +727,7 @@ impl EvseSecurityInterface {
         certificate_chain: String,
     ) -> Result<Vec<WireOcspEntry>, BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Read, "GetMoOcspRequestData")
+            .authorize(&hdr, conn)
             .await?;
         let requests = self
             .blocking(move |s| s.get_mo_ocsp_request_data(&certificate_chain))
@@ -749,7 +746,7 @@ impl EvseSecurityInterface {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Write, "UpdateOcspCache")
+            .authorize(&hdr, conn)
             .await?;
         let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
         self.change(&emitter, move |s| {
@@ -774,7 +771,7 @@ impl EvseSecurityInterface {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(String, String), BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Write, "GenerateCertificateSigningRequest")
+            .authorize(&hdr, conn)
             .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         let outcome = self
@@ -804,7 +801,7 @@ impl EvseSecurityInterface {
         include_ocsp: bool,
     ) -> Result<(String, WireCertificateInfo), BusError> {
         let caller = self
-            .authorize(&hdr, conn, Need::Read, "GetLeafCertificateInfo")
+            .authorize(&hdr, conn)
             .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         let _: EncodingFormat = parse_arg("encoding", &encoding)?;
@@ -830,7 +827,7 @@ impl EvseSecurityInterface {
         include_ocsp: bool,
     ) -> Result<(String, Vec<WireCertificateInfo>), BusError> {
         let caller = self
-            .authorize(&hdr, conn, Need::Read, "GetAllValidCertificatesInfo")
+            .authorize(&hdr, conn)
             .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         let _: EncodingFormat = parse_arg("encoding", &encoding)?;
@@ -854,7 +851,7 @@ impl EvseSecurityInterface {
         certificate_type: String,
     ) -> Result<i32, BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Read, "GetLeafExpiryDaysCount")
+            .authorize(&hdr, conn)
             .await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.blocking(move |s| s.get_leaf_expiry_days_count(leaf))
@@ -912,7 +909,7 @@ impl EvseSecurityInterface {
         signature: String,
     ) -> Result<bool, BusError> {
         let caller = self
-            .authorize(&hdr, conn, Need::Read, "VerifyFileSignature")
+            .authorize(&hdr, conn)
             .await?;
         self.file_check(&hdr, conn, move |s, cancel| {
             s.verify_file_signature_until(
@@ -939,7 +936,7 @@ impl EvseSecurityInterface {
         signature: String,
     ) -> Result<bool, BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Read, "VerifyFileSignatureFd")
+            .authorize(&hdr, conn)
             .await?;
         let file = std::fs::File::from(std::os::fd::OwnedFd::from(file));
         self.file_check(&hdr, conn, move |s, cancel| {
@@ -957,7 +954,7 @@ impl EvseSecurityInterface {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Write, "GarbageCollect")
+            .authorize(&hdr, conn)
             .await?;
         let changes = self.blocking(|s| s.garbage_collect()).await?;
         self.announce(&emitter, &changes).await;
@@ -975,7 +972,7 @@ impl EvseSecurityInterface {
         certificate_types: Vec<String>,
     ) -> Result<Vec<WireCertificateDetails>, BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Read, "GetCertificateDetails")
+            .authorize(&hdr, conn)
             .await?;
         let types: Vec<CertificateType> = parse_args("certificate_types", &certificate_types)?;
         let listed = self.blocking(move |s| s.list_certificates(&types)).await?;
@@ -1013,7 +1010,7 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(u32, u32, u64, u64), BusError> {
         let _call = self
-            .authorize(&hdr, conn, Need::Read, "GetStoreUsage")
+            .authorize(&hdr, conn)
             .await?;
         let (usage, limits) = self.blocking(|s| s.store_usage()).await?;
         let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -1042,7 +1039,7 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, BusError> {
         if let Some(hdr) = hdr {
-            let _call = self.authorize(&hdr, conn, Need::Read, "Version").await?;
+            let _call = self.authorize(&hdr, conn).await?;
         }
         Ok(env!("CARGO_PKG_VERSION").to_owned())
     }
@@ -1057,7 +1054,7 @@ impl EvseSecurityInterface {
         // No header: the daemon itself, emitting PropertiesChanged.
         if let Some(hdr) = hdr {
             let _call = self
-                .authorize(&hdr, conn, Need::Read, "CertificateEntries")
+                .authorize(&hdr, conn)
                 .await?;
         }
         self.blocking(|s| s.certificate_entries()).await
@@ -1287,5 +1284,30 @@ mod tests {
             .map(|(m, s)| ((*m).to_owned(), (*s).to_owned()))
             .collect();
         assert_eq!(table, introspected);
+    }
+
+    /// The rule derived from the member name grants the reader role
+    /// exactly the methods the shipped bus policy lets `evsec-read` call.
+    #[test]
+    fn the_read_rule_is_the_policy_of_the_reader_group() {
+        let policy = include_str!("../../systemd/org.evsec.EvseSecurity1.conf");
+        let reader = policy
+            .split("<policy group=\"evsec-read\">")
+            .nth(1)
+            .and_then(|rest| rest.split("</policy>").next())
+            .unwrap();
+        let mut allowed: Vec<&str> = reader
+            .split("<allow ")
+            .filter(|rule| rule.contains("send_interface=\"org.evsec.EvseSecurity1\""))
+            .filter_map(|rule| rule.split("send_member=\"").nth(1)?.split('"').next())
+            .collect();
+        allowed.sort();
+        let mut read_only: Vec<&str> = METHOD_SIGNATURES
+            .iter()
+            .map(|(m, _)| *m)
+            .filter(|m| crate::access::Need::of(m) == crate::access::Need::Read)
+            .collect();
+        read_only.sort();
+        assert_eq!(read_only, allowed);
     }
 }
