@@ -474,7 +474,10 @@ async fn main() {
         );
     }
     let fresh_budget = fresh_base.median.as_secs_f64();
-    for (_, n, s) in rows.iter().filter(|r| r.0 == "VerifyCertificate (new chain)") {
+    for (_, n, s) in rows
+        .iter()
+        .filter(|r| r.0 == "VerifyCertificate (new chain)")
+    {
         println!(
             "VerifyCertificate (new chain) at N = {n}: {:.2}x in-process parse + verify + one ping",
             s.median.as_secs_f64() / (fresh_budget + of(PING, *n))
@@ -579,13 +582,24 @@ async fn mixed_load(pki: &Pki, extra_pem: &str, quick: bool) {
                     for (i, root) in mine.iter().enumerate() {
                         let start = Instant::now();
                         let ok = match (writes, (i * 10 + k) % 10) {
-                            (true, 0..=1) => c.install_ca_certificate(root, "MO").await.is_ok_and(|r| r == "Accepted"),
+                            (true, 0..=1) => c
+                                .install_ca_certificate(root, "MO")
+                                .await
+                                .is_ok_and(|r| r == "Accepted"),
                             (true, 2) => c
-                                .generate_certificate_signing_request("V2G", "DE", "O", "mix", false)
+                                .generate_certificate_signing_request(
+                                    "V2G", "DE", "O", "mix", false,
+                                )
                                 .await
                                 .is_ok_and(|(s, _)| s == "Accepted"),
-                            (_, 3..=5) => c.verify_certificate(&chain, &["V2G"]).await.is_ok_and(|r| r == "Valid"),
-                            (_, 6..=7) => c.get_leaf_certificate_info("V2G", "PEM", false).await.is_ok_and(|(s, _)| s == "Accepted"),
+                            (_, 3..=5) => c
+                                .verify_certificate(&chain, &["V2G"])
+                                .await
+                                .is_ok_and(|r| r == "Valid"),
+                            (_, 6..=7) => c
+                                .get_leaf_certificate_info("V2G", "PEM", false)
+                                .await
+                                .is_ok_and(|(s, _)| s == "Accepted"),
                             _ => c.is_ca_certificate_installed("V2G").await.is_ok_and(|b| b),
                         };
                         let is_write = writes && (i * 10 + k) % 10 <= 2;

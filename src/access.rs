@@ -63,7 +63,10 @@ impl Need {
     /// methods `Get` and `GetAll`; everything else writes. A method added
     /// later cannot be given the wrong right by hand.
     pub fn of(member: &str) -> Need {
-        if ["Get", "Verify", "Is"].iter().any(|p| member.starts_with(p)) {
+        if ["Get", "Verify", "Is"]
+            .iter()
+            .any(|p| member.starts_with(p))
+        {
             Need::Read
         } else {
             Need::Write

@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use foreign_types_shared::ForeignTypeRef;
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
-use openssl::hash::{hash, MessageDigest};
+use openssl::hash::MessageDigest;
 use openssl::stack::Stack;
 use openssl::x509::{X509Ref, X509VerifyResult, X509};
 
@@ -160,11 +160,9 @@ pub fn first_error(e: &openssl::error::ErrorStack) -> String {
 
 /// SHA-256 of some bytes.
 pub fn sha256(data: &[u8]) -> Fingerprint {
-    let mut out = [0u8; 32];
-    if let Ok(d) = hash(MessageDigest::sha256(), data) {
-        out.copy_from_slice(&d);
-    }
-    out
+    // The one-shot SHA256(): it cannot fail, and it skips the digest
+    // fetch that EVP costs on every call in OpenSSL 3.
+    openssl::sha::sha256(data)
 }
 
 /// Lowercase hex.
@@ -322,10 +320,11 @@ impl CertFacts {
 
     /// Hash data of this certificate, given its issuer's key bits.
     pub fn hash_data(&self, algorithm: HashAlgorithm, issuer_key_bits: &[u8]) -> HashData {
-        let digest = |data: &[u8]| {
-            hash(algorithm.message_digest(), data)
-                .map(|d| hex(&d))
-                .unwrap_or_default()
+        // The one-shot digests cannot fail: no digest is ever left empty.
+        let digest = |data: &[u8]| match algorithm {
+            HashAlgorithm::SHA256 => hex(&openssl::sha::sha256(data)),
+            HashAlgorithm::SHA384 => hex(&openssl::sha::sha384(data)),
+            HashAlgorithm::SHA512 => hex(&openssl::sha::sha512(data)),
         };
         HashData {
             hash_algorithm: algorithm,

@@ -807,6 +807,24 @@ fn cached_verdicts_are_never_stale() {
         V::IssuerNotFound,
         "types are part of the key"
     );
+    // A write to another bundle keeps the verdict, as it is still true;
+    // one to the V2G bundle through the API ends it.
+    let other = issue(&CertSpec::ca("Other MO Root", None), None).unwrap();
+    assert_eq!(
+        sec.install_ca_certificate(&other.pem(), Ca::MO).result,
+        I::Accepted
+    );
+    assert_eq!(sec.cached_verification(&chain, &[L::V2G]), Some(V::Valid));
+    assert_eq!(
+        sec.delete_certificate(&hash_of(&pki.v2g_root, &pki.v2g_root))
+            .result,
+        D::Accepted
+    );
+    assert_eq!(sec.cached_verification(&chain, &[L::V2G]), None);
+    assert_eq!(
+        sec.verify_certificate(&chain, &[L::V2G]).unwrap(),
+        V::IssuerNotFound
+    );
     // The store changes by hand: the next call sees it.
     fs::write(store.path("ca/v2g/V2G_ROOT_CA.pem"), b"").unwrap();
     assert_eq!(

@@ -481,6 +481,21 @@ impl EvseSecurityInterface {
             .map_err(|e| BusError::Internal(format!("worker failed: {e}")))
     }
 
+    /// Runs a read of the current snapshot on the dispatching thread: it
+    /// only reads memory, and a hand-off to a blocking thread would cost
+    /// more than the work. While edits made by hand wait to be read, it
+    /// goes to a blocking thread like any other call.
+    async fn read<T, F>(&self, work: F) -> Result<T, BusError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&EvseSecurity) -> T + Send + 'static,
+    {
+        if self.security.has_unread_disk_changes() {
+            return self.blocking(work).await;
+        }
+        Ok(work(&self.security))
+    }
+
     /// Runs a call that may change the store, announces what it changed
     /// and answers its result value.
     async fn change<R, F>(&self, emitter: &SignalEmitter<'_>, work: F) -> Result<String, BusError>
@@ -524,9 +539,7 @@ impl EvseSecurityInterface {
         certificate_type: String,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.change(&emitter, move |s| {
             Ok(s.install_ca_certificate(&certificate, ca))
@@ -543,9 +556,7 @@ impl EvseSecurityInterface {
         certificate_hash_data: WireHashData,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
         self.change(&emitter, move |s| Ok(s.delete_certificate(&query)))
             .await
@@ -561,10 +572,15 @@ impl EvseSecurityInterface {
         certificate_chain: String,
         certificate_types: Vec<String>,
     ) -> Result<String, BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let types: Vec<LeafCertificateType> = parse_args("certificate_types", &certificate_types)?;
+        // A repeated chain is answered from the verdict cache at once.
+        if let Some(result) = self
+            .security
+            .cached_verification(&certificate_chain, &types)
+        {
+            return Ok(result.as_str().to_owned());
+        }
         let result = self
             .blocking(move |s| s.verify_certificate(&certificate_chain, &types))
             .await??;
@@ -582,9 +598,7 @@ impl EvseSecurityInterface {
         certificate_chain: String,
         certificate_types: Vec<String>,
     ) -> Result<(String, HashMap<String, OwnedVariant>), BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let types: Vec<LeafCertificateType> = parse_args("certificate_types", &certificate_types)?;
         let verdict = self
             .blocking(move |s| s.verify_certificate_detailed(&certificate_chain, &types))
@@ -614,9 +628,7 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         certificate_types: Vec<String>,
     ) -> Result<(String, Vec<WireHashDataChain>), BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let types: Vec<CertificateType> = parse_args("certificate_types", &certificate_types)?;
         let (status, chains) = self
             .blocking(move |s| s.get_installed_certificates(&types))
@@ -645,12 +657,9 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         certificate_type: String,
     ) -> Result<bool, BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
-        self.blocking(move |s| s.is_ca_certificate_installed(ca))
-            .await
+        self.read(move |s| s.is_ca_certificate_installed(ca)).await
     }
 
     /// A file holding the bundle's roots, usable as CAfile (contract 5.13).
@@ -661,11 +670,9 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         certificate_type: String,
     ) -> Result<String, BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
-        self.blocking(move |s| s.get_verify_file(ca)).await
+        self.read(move |s| s.get_verify_file(ca)).await
     }
 
     /// The bundle file, or its directory usable as CApath (contract 5.14).
@@ -676,11 +683,9 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         certificate_type: String,
     ) -> Result<String, BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let ca: CaCertificateType = parse_arg("certificate_type", &certificate_type)?;
-        self.blocking(move |s| s.get_verify_location(ca)).await
+        self.read(move |s| s.get_verify_location(ca)).await
     }
 
     /// Installs the station's leaf certificate, chain leaf first (contract 5.3).
@@ -693,9 +698,7 @@ impl EvseSecurityInterface {
         certificate_type: String,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         self.change(&emitter, move |s| {
             s.update_leaf_certificate(&certificate_chain, leaf)
@@ -710,9 +713,7 @@ impl EvseSecurityInterface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<WireOcspEntry>, BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         Ok(wire_ocsp_requests(
             self.blocking(|s| s.get_v2g_ocsp_request_data()).await?,
         ))
@@ -726,9 +727,7 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         certificate_chain: String,
     ) -> Result<Vec<WireOcspEntry>, BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let requests = self
             .blocking(move |s| s.get_mo_ocsp_request_data(&certificate_chain))
             .await??;
@@ -745,9 +744,7 @@ impl EvseSecurityInterface {
         ocsp_response: String,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
         self.change(&emitter, move |s| {
             s.update_ocsp_cache(&query, &ocsp_response)
@@ -770,9 +767,7 @@ impl EvseSecurityInterface {
         use_tpm: bool,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(String, String), BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         let outcome = self
             .blocking(move |s| {
@@ -800,13 +795,11 @@ impl EvseSecurityInterface {
         encoding: String,
         include_ocsp: bool,
     ) -> Result<(String, WireCertificateInfo), BusError> {
-        let caller = self
-            .authorize(&hdr, conn)
-            .await?;
+        let caller = self.authorize(&hdr, conn).await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         let _: EncodingFormat = parse_arg("encoding", &encoding)?;
         let (status, info) = self
-            .blocking(move |s| s.get_leaf_certificate_info(leaf, include_ocsp))
+            .read(move |s| s.get_leaf_certificate_info(leaf, include_ocsp))
             .await?;
         let info = info
             .map(|i| self.for_caller(&caller, leaf, i))
@@ -826,13 +819,11 @@ impl EvseSecurityInterface {
         encoding: String,
         include_ocsp: bool,
     ) -> Result<(String, Vec<WireCertificateInfo>), BusError> {
-        let caller = self
-            .authorize(&hdr, conn)
-            .await?;
+        let caller = self.authorize(&hdr, conn).await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         let _: EncodingFormat = parse_arg("encoding", &encoding)?;
         let (status, infos) = self
-            .blocking(move |s| s.get_all_valid_certificates_info(leaf, include_ocsp))
+            .read(move |s| s.get_all_valid_certificates_info(leaf, include_ocsp))
             .await?;
         let infos = infos
             .into_iter()
@@ -850,12 +841,9 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         certificate_type: String,
     ) -> Result<i32, BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
-        self.blocking(move |s| s.get_leaf_expiry_days_count(leaf))
-            .await
+        self.read(move |s| s.get_leaf_expiry_days_count(leaf)).await
     }
 
     /// The key and chain of the leaf 5.11 selects (or of the SECC leaf
@@ -908,9 +896,7 @@ impl EvseSecurityInterface {
         signing_certificate: String,
         signature: String,
     ) -> Result<bool, BusError> {
-        let caller = self
-            .authorize(&hdr, conn)
-            .await?;
+        let caller = self.authorize(&hdr, conn).await?;
         self.file_check(&hdr, conn, move |s, cancel| {
             s.verify_file_signature_until(
                 &file_path,
@@ -935,9 +921,7 @@ impl EvseSecurityInterface {
         signing_certificate: String,
         signature: String,
     ) -> Result<bool, BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let file = std::fs::File::from(std::os::fd::OwnedFd::from(file));
         self.file_check(&hdr, conn, move |s, cancel| {
             s.verify_file_signature_fd(&file, &signing_certificate, &signature, cancel)
@@ -953,9 +937,7 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let changes = self.blocking(|s| s.garbage_collect()).await?;
         self.announce(&emitter, &changes).await;
         Ok(())
@@ -971,9 +953,7 @@ impl EvseSecurityInterface {
         #[zbus(connection)] conn: &Connection,
         certificate_types: Vec<String>,
     ) -> Result<Vec<WireCertificateDetails>, BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
+        let _call = self.authorize(&hdr, conn).await?;
         let types: Vec<CertificateType> = parse_args("certificate_types", &certificate_types)?;
         let listed = self.blocking(move |s| s.list_certificates(&types)).await?;
         Ok(listed
@@ -1009,10 +989,8 @@ impl EvseSecurityInterface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(u32, u32, u64, u64), BusError> {
-        let _call = self
-            .authorize(&hdr, conn)
-            .await?;
-        let (usage, limits) = self.blocking(|s| s.store_usage()).await?;
+        let _call = self.authorize(&hdr, conn).await?;
+        let (usage, limits) = self.read(|s| s.store_usage()).await?;
         let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Ok((
             clamp(usage.files),
@@ -1053,11 +1031,9 @@ impl EvseSecurityInterface {
     ) -> Result<u32, BusError> {
         // No header: the daemon itself, emitting PropertiesChanged.
         if let Some(hdr) = hdr {
-            let _call = self
-                .authorize(&hdr, conn)
-                .await?;
+            let _call = self.authorize(&hdr, conn).await?;
         }
-        self.blocking(|s| s.certificate_entries()).await
+        self.read(|s| s.certificate_entries()).await
     }
 }
 

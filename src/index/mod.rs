@@ -450,7 +450,14 @@ impl Index {
                 },
                 BundleMode::Directory => self.cert_files_in(path),
             };
-            let bundle = Bundle::build(*ca, path, mode, files.iter(), &mut self.pairs);
+            let bundle = Bundle::build(
+                *ca,
+                path,
+                mode,
+                files.iter(),
+                &mut self.pairs,
+                self.generation,
+            );
             bundles.push(Arc::new(bundle));
         }
 

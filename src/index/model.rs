@@ -133,6 +133,9 @@ pub struct Bundle {
     pub mode: BundleMode,
     /// Its certificates, without duplicates, in file order.
     pub nodes: Vec<Node>,
+    /// The snapshot generation it was built in: the same number means the
+    /// same content.
+    pub built: u64,
     /// Nodes by the DER of their subject, to find issuers by name.
     by_subject: HashMap<Vec<u8>, Vec<usize>>,
 }
@@ -144,6 +147,7 @@ impl Bundle {
         mode: BundleMode,
         files: impl Iterator<Item = &'a Arc<CertFile>>,
         pairs: &mut PairCache,
+        built: u64,
     ) -> Bundle {
         let mut nodes: Vec<Node> = Vec::new();
         let mut by_fingerprint: HashMap<Fingerprint, usize> = HashMap::new();
@@ -205,6 +209,7 @@ impl Bundle {
             path: path.to_owned(),
             mode,
             nodes,
+            built,
             by_subject,
         }
     }

@@ -91,9 +91,17 @@ impl EvseSecurity {
             organization: organization.to_owned(),
             common_name: common_name.to_owned(),
         };
-        let (key_pem, csr, extension) = if use_tpm {
+        // The key's identity goes to the index with the key, which then
+        // need not open it again.
+        let (key_pem, csr, extension, key_fingerprint) = if use_tpm {
             match tpm::generate_csr(&self.config().tpm, &subject) {
-                Ok((key_pem, csr)) => (key_pem, csr, "tkey"),
+                Ok((key_pem, csr)) => {
+                    let fingerprint = openssl::x509::X509Req::from_pem(csr.as_bytes())
+                        .ok()
+                        .and_then(|req| req.public_key().ok())
+                        .and_then(|key| x509::public_key_fingerprint(&key));
+                    (key_pem, csr, "tkey", fingerprint)
+                }
                 Err(e) => {
                     tracing::error!(leaf = %leaf, error = %e, "CSR with a TPM key failed");
                     let status = match e {
@@ -121,22 +129,17 @@ impl EvseSecurity {
             let Ok(key_pem) = key_pem else {
                 return Ok(Outcome::unchanged((S::KeyGenError, String::new())));
             };
-            (key_pem, csr, "key")
+            (key_pem, csr, "key", x509::public_key_fingerprint(&key))
         };
         let path = key_dir.join(format!(
             "{}{}.{extension}",
             store::leaf_prefix(leaf),
             store::random_suffix()
         ));
-        // The key's identity, from the public key the CSR carries.
-        let identity = openssl::x509::X509Req::from_pem(csr.as_bytes())
-            .ok()
-            .and_then(|req| req.public_key().ok())
-            .and_then(|key| x509::public_key_fingerprint(&key))
-            .map(|key_fingerprint| KeyIdentity {
-                key_fingerprint,
-                tpm: use_tpm,
-            });
+        let identity = key_fingerprint.map(|key_fingerprint| KeyIdentity {
+            key_fingerprint,
+            tpm: use_tpm,
+        });
         let failed = || (S::GenerationError, String::new());
         Ok(self.write(StoreOperation::Installed, |snap, tx| {
             // A key takes room like any other file of the store.

@@ -175,7 +175,7 @@ impl EvseSecurity {
     /// lock is free, else by the writer that holds it, which reads them
     /// before it lets go.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        if self.disk_changed() {
+        if self.has_unread_disk_changes() {
             let writer = match self.writer.try_lock() {
                 Ok(w) => Some(w),
                 Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
@@ -191,9 +191,9 @@ impl EvseSecurity {
         self.current_snapshot()
     }
 
-    /// Whether files changed on disk that the index has not read: the
-    /// watcher holds events, or cannot see every directory.
-    fn disk_changed(&self) -> bool {
+    /// Whether files may have changed on disk that the index has not read:
+    /// the watcher holds events, or cannot see every directory.
+    pub fn has_unread_disk_changes(&self) -> bool {
         self.watcher
             .as_ref()
             .is_none_or(|w| !w.complete() || w.pending())
@@ -292,7 +292,7 @@ impl EvseSecurity {
         f: impl FnOnce(&Snapshot, &mut Transaction) -> Result<T, T>,
     ) -> Outcome<T> {
         let mut writer = self.lock_writer();
-        if self.disk_changed() {
+        if self.has_unread_disk_changes() {
             self.take_in_disk_changes(&mut writer, true);
         }
         let snapshot = writer.index.snapshot();
@@ -323,7 +323,7 @@ impl EvseSecurity {
     /// `[tpm] retry_seconds` have passed.
     pub fn maintain(&self) {
         let mut writer = self.lock_writer();
-        if self.disk_changed() {
+        if self.has_unread_disk_changes() {
             self.take_in_disk_changes(&mut writer, true);
         }
         if writer.tpm_retry_at.is_some_and(|at| self.now() >= at) {

@@ -25,26 +25,18 @@ impl EvseSecurity {
         }
         let snap = self.snapshot();
         let now = self.now();
-        let mask = types.iter().fold(0u8, |m, t| m | 1 << t.anchor().slot());
-        let mut key_input = chain_pem.as_bytes().to_vec();
-        key_input.push(mask);
-        let key = x509::sha256(&key_input);
-        let cached = self.verdicts.get(&key);
-        if let Some(v) =
-            cached.filter(|v| v.generation == snap.generation && v.from <= now && now < v.until)
-        {
-            return Ok(v.result);
+        let key = verdict_key(chain_pem, types);
+        if let Some(result) = self.verdicts.get(&key, &snap, types, now) {
+            return Ok(result);
         }
         let (result, from, until) = match read_chain(chain_pem) {
             Ok((chain, _)) => {
                 let result =
                     Self::verify_parsed(&snap, &chain, types, now, LeafTime::ValidNow).result;
                 // The verdict holds until the next notBefore or notAfter of
-                // the chain or of the bundles it was checked against.
-                let anchors = types
-                    .iter()
-                    .flat_map(|t| &snap.bundle(t.anchor()).nodes)
-                    .map(|n| n.cert.as_ref());
+                // the chain or of the anchors it could be checked against.
+                let bundles: Vec<CaCertificateType> = types.iter().map(|t| t.anchor()).collect();
+                let anchors = snap.trust_anchors_for(&bundles, &chain);
                 let (from, until) = validity_window(chain.iter().chain(anchors), now);
                 (result, from, until)
             }
@@ -57,13 +49,29 @@ impl EvseSecurity {
         self.verdicts.insert(
             key,
             Verdict {
-                generation: snap.generation,
+                bundles: built_of(&snap, types),
                 from,
                 until,
                 result,
             },
         );
         Ok(result)
+    }
+
+    /// The cached verdict on a chain, when there is one that still holds
+    /// and nothing on disk waits to be read: no parsing, no I/O, so the
+    /// caller may answer it at once.
+    pub fn cached_verification(
+        &self,
+        chain_pem: &str,
+        types: &[LeafCertificateType],
+    ) -> Option<CertificateValidationResult> {
+        if chain_pem.len() > self.config().limits.max_pem_bytes || self.has_unread_disk_changes() {
+            return None;
+        }
+        let snap = self.snapshot();
+        self.verdicts
+            .get(&verdict_key(chain_pem, types), &snap, types, self.now())
     }
 
     /// The verdict on a chain argument over `[limits] max_pem_bytes`,
@@ -155,12 +163,32 @@ impl EvseSecurity {
 /// Verdicts kept; the cache is emptied when full so that it stays bounded.
 const MAX_CACHED_VERDICTS: usize = 1024;
 
-/// A cached verification: valid for one store generation and while the
+/// The cache key of a chain argument and the types it is verified for.
+fn verdict_key(chain_pem: &str, types: &[LeafCertificateType]) -> Fingerprint {
+    let mask = types.iter().fold(0u8, |m, t| m | 1 << t.anchor().slot());
+    let mut key_input = chain_pem.as_bytes().to_vec();
+    key_input.push(mask);
+    x509::sha256(&key_input)
+}
+
+/// The build generations of the four bundles, 0 for those that `types`
+/// are not checked against.
+fn built_of(snap: &Snapshot, types: &[LeafCertificateType]) -> [u64; 4] {
+    let mut built = [0; 4];
+    for t in types {
+        let ca = t.anchor();
+        built[ca.slot()] = snap.bundle(ca).built;
+    }
+    built
+}
+
+/// A cached verification: valid while the bundles it was checked against
+/// are unchanged (a write elsewhere in the store keeps it), and while the
 /// clock stays inside `[from, until)`, where no certificate involved starts
 /// or ends its validity.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Verdict {
-    generation: u64,
+    bundles: [u64; 4],
     from: i64,
     until: i64,
     result: CertificateValidationResult,
@@ -192,12 +220,22 @@ fn validity_window<'a>(certs: impl Iterator<Item = &'a CertFacts>, now: i64) -> 
 pub(super) struct VerdictCache(Mutex<HashMap<Fingerprint, Verdict>>);
 
 impl VerdictCache {
-    fn get(&self, key: &Fingerprint) -> Option<Verdict> {
-        self.0
+    /// The verdict for `key`, when it still holds for `snap` at `now`.
+    fn get(
+        &self,
+        key: &Fingerprint,
+        snap: &Snapshot,
+        types: &[LeafCertificateType],
+        now: i64,
+    ) -> Option<CertificateValidationResult> {
+        let verdict = self
+            .0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
-            .copied()
+            .copied()?;
+        (verdict.bundles == built_of(snap, types) && verdict.from <= now && now < verdict.until)
+            .then_some(verdict.result)
     }
 
     fn insert(&self, key: Fingerprint, verdict: Verdict) {

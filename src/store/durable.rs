@@ -89,7 +89,9 @@ pub fn write_group(files: &[(PathBuf, Vec<u8>)], mode: u32) -> io::Result<()> {
             fs::rename(tmp, path)?;
         }
         sync_dir(dir)?;
-        remove_durably(&record_path)
+        // Not synced: a record that outlives a crash names only renames
+        // that are done, and is dropped at the next start.
+        fs::remove_file(&record_path)
     })();
     if result.is_err() {
         for (tmp, _) in &renames {
@@ -100,7 +102,8 @@ pub fn write_group(files: &[(PathBuf, Vec<u8>)], mode: u32) -> io::Result<()> {
 }
 
 /// Completes the group write that a crash interrupted in `dir`: every
-/// rename its record names whose temporary file is still there.
+/// rename its record names whose temporary file is still there. Returns
+/// whether any was left to do.
 pub(super) fn finish_group_write(dir: &Path) -> io::Result<bool> {
     let record_path = dir.join(GROUP_RECORD_NAME);
     let record = match fs::read_to_string(&record_path) {
@@ -108,6 +111,7 @@ pub(super) fn finish_group_write(dir: &Path) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     };
+    let mut completed = false;
     for line in record.lines() {
         let Some((tmp, name)) = line.split_once('\t') else {
             continue;
@@ -118,11 +122,12 @@ pub(super) fn finish_group_write(dir: &Path) -> io::Result<bool> {
         let tmp = dir.join(tmp);
         if tmp.exists() {
             fs::rename(&tmp, dir.join(name))?;
+            completed = true;
         }
     }
     sync_dir(dir)?;
     remove_durably(&record_path)?;
-    Ok(true)
+    Ok(completed)
 }
 
 /// The atomic write; `must_own`: fail rather than leave the file with
