@@ -285,12 +285,12 @@ async fn main() {
             bench.ready.as_millis(),
             rss_kib(bench.daemon.id())
         );
-        let nobody: evsec::dbus::WireHashData = (
-            "SHA256".into(),
-            "00".repeat(32),
-            "00".repeat(32),
-            "1".into(),
-        );
+        let nobody = evsec::dbus::WireHashData {
+            hash_algorithm: "SHA256".into(),
+            issuer_name_hash: "00".repeat(32),
+            issuer_key_hash: "00".repeat(32),
+            serial_number: "1".into(),
+        };
         let n = if extra >= 10_000 {
             iterations / 3
         } else {

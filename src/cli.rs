@@ -129,7 +129,12 @@ fn read(path: &str) -> Result<String, Failure> {
 
 fn parse_hash(text: &str) -> Result<WireHashData, Failure> {
     match text.split(':').collect::<Vec<_>>()[..] {
-        [alg, name, key, serial] => Ok((alg.into(), name.into(), key.into(), serial.into())),
+        [alg, name, key, serial] => Ok(WireHashData {
+            hash_algorithm: alg.into(),
+            issuer_name_hash: name.into(),
+            issuer_key_hash: key.into(),
+            serial_number: serial.into(),
+        }),
         _ => Err(Failure::Usage(format!(
             "`{text}`: hash data is ALG:ISSUER_NAME_HASH:ISSUER_KEY_HASH:SERIAL"
         ))),
@@ -137,11 +142,19 @@ fn parse_hash(text: &str) -> Result<WireHashData, Failure> {
 }
 
 fn hash_text(h: &WireHashData) -> String {
-    format!("{}:{}:{}:{}", h.0, h.1, h.2, h.3)
+    format!(
+        "{}:{}:{}:{}",
+        h.hash_algorithm, h.issuer_name_hash, h.issuer_key_hash, h.serial_number
+    )
 }
 
 fn hash_json(h: &WireHashData) -> Value {
-    json!({ "hash_algorithm": h.0, "issuer_name_hash": h.1, "issuer_key_hash": h.2, "serial_number": h.3 })
+    json!({
+        "hash_algorithm": h.hash_algorithm,
+        "issuer_name_hash": h.issuer_name_hash,
+        "issuer_key_hash": h.issuer_key_hash,
+        "serial_number": h.serial_number,
+    })
 }
 
 /// Text columns padded to their widest cell.
@@ -230,10 +243,10 @@ async fn command(c: &Client, args: &[&str]) -> Result<Output, Failure> {
         ["delete", "--file", file] => {
             let fingerprint = fingerprint_of(&read(file)?)?;
             let details = c.get_certificate_details(&[]).await?;
-            let Some(found) = details.iter().find(|d| d.7 == fingerprint) else {
+            let Some(found) = details.iter().find(|d| d.fingerprint == fingerprint) else {
                 return Ok(Output::status("NotFound", &["Accepted"]));
             };
-            let r = c.delete_certificate(&found.5).await?;
+            let r = c.delete_certificate(&found.hash).await?;
             Ok(Output::status(&r, &["Accepted"]))
         }
         ["delete", hashes @ ..] if !hashes.is_empty() => {
@@ -395,9 +408,9 @@ async fn status(c: &Client) -> Result<Output, Failure> {
     let (files, max_files, bytes, max_bytes) = c.get_store_usage().await?;
     let mut per_type: Vec<(String, usize)> = Vec::new();
     for d in &details {
-        match per_type.iter_mut().find(|(t, _)| *t == d.0) {
+        match per_type.iter_mut().find(|(t, _)| *t == d.certificate_type) {
             Some((_, n)) => *n += 1,
-            None => per_type.push((d.0.clone(), 1)),
+            None => per_type.push((d.certificate_type.clone(), 1)),
         }
     }
     let csms = c.get_leaf_expiry_days_count("CSMS").await?;
@@ -440,13 +453,13 @@ async fn list(c: &Client, types: &[&str]) -> Result<Output, Failure> {
         .iter()
         .map(|d| {
             vec![
-                d.0.clone(),
-                d.1.clone(),
-                d.2.clone(),
-                d.5 .3.clone(),
-                format_utc(d.4),
-                state(d.3, d.4).to_owned(),
-                hash_text(&d.5),
+                d.certificate_type.clone(),
+                d.subject.clone(),
+                d.issuer.clone(),
+                d.hash.serial_number.clone(),
+                format_utc(d.not_after),
+                state(d.not_before, d.not_after).to_owned(),
+                hash_text(&d.hash),
             ]
         })
         .collect();
@@ -454,9 +467,10 @@ async fn list(c: &Client, types: &[&str]) -> Result<Output, Failure> {
         .iter()
         .map(|d| {
             json!({
-                "type": d.0, "subject": d.1, "issuer": d.2,
-                "not_before": d.3, "not_after": d.4, "state": state(d.3, d.4),
-                "hash_data": hash_json(&d.5), "file": d.6, "sha256": d.7,
+                "type": d.certificate_type, "subject": d.subject, "issuer": d.issuer,
+                "not_before": d.not_before, "not_after": d.not_after,
+                "state": state(d.not_before, d.not_after),
+                "hash_data": hash_json(&d.hash), "file": d.path, "sha256": d.fingerprint,
             })
         })
         .collect::<Vec<_>>();
@@ -500,13 +514,14 @@ fn info_text(info: &LeafInfo) -> String {
         "certificate_root",
         info.certificate_root.as_ref().map(|_| "(PEM)".to_owned()),
     );
-    for (hash, path) in info.ocsp.iter().flatten() {
+    for entry in info.ocsp.iter().flatten() {
+        let (hash, path) = (&entry.certificate_hash_data, &entry.location);
         let shown = if path.is_empty() {
             "(none cached)"
         } else {
             path
         };
-        let _ = writeln!(text, "  ocsp {}: {shown}", hash.3);
+        let _ = writeln!(text, "  ocsp {}: {shown}", hash.serial_number);
     }
     text.push('\n');
     text
@@ -517,20 +532,20 @@ fn info_json(info: &LeafInfo) -> Value {
         "key": info.key, "certificate": info.certificate, "certificate_single": info.certificate_single,
         "certificate_count": info.certificate_count, "certificate_root": info.certificate_root,
         "password_set": info.password.is_some(),
-        "ocsp": info.ocsp.as_ref().map(|o| o.iter().map(|(h, p)| json!({ "hash_data": hash_json(h), "path": p })).collect::<Vec<_>>()),
+        "ocsp": info.ocsp.as_ref().map(|o| o.iter().map(|e| json!({ "hash_data": hash_json(&e.certificate_hash_data), "path": e.location })).collect::<Vec<_>>()),
     })
 }
 
 fn ocsp_output(entries: Vec<WireOcspEntry>) -> Output {
     let rows: Vec<Vec<String>> = entries
         .iter()
-        .map(|(h, url)| vec![url.clone(), hash_text(h)])
+        .map(|e| vec![e.location.clone(), hash_text(&e.certificate_hash_data)])
         .collect();
     Output {
         text: table(&["RESPONDER", "HASH DATA"], &rows),
         json: json!(entries
             .iter()
-            .map(|(h, url)| json!({ "hash_data": hash_json(h), "responder_url": url }))
+            .map(|e| json!({ "hash_data": hash_json(&e.certificate_hash_data), "responder_url": e.location }))
             .collect::<Vec<_>>()),
         refused: false,
     }
@@ -578,7 +593,12 @@ mod tests {
     fn hash_data_arguments() {
         assert_eq!(
             parse_hash("SHA256:aa:bb:1f").unwrap(),
-            ("SHA256".into(), "aa".into(), "bb".into(), "1f".into())
+            WireHashData {
+                hash_algorithm: "SHA256".into(),
+                issuer_name_hash: "aa".into(),
+                issuer_key_hash: "bb".into(),
+                serial_number: "1f".into(),
+            }
         );
         assert!(matches!(parse_hash("SHA256:aa:bb"), Err(Failure::Usage(_))));
     }

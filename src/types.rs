@@ -314,16 +314,6 @@ impl HashData {
             serial_number: canonical_serial(serial_number),
         })
     }
-
-    /// The four wire strings, in contract order.
-    pub fn to_wire(&self) -> (String, String, String, String) {
-        (
-            self.hash_algorithm.as_str().to_owned(),
-            self.issuer_name_hash.clone(),
-            self.issuer_key_hash.clone(),
-            self.serial_number.clone(),
-        )
-    }
 }
 
 /// One chain of `GetInstalledCertificates` (`(s(ssss)a(ssss))`).

@@ -18,9 +18,7 @@ const PATH: &str = "/org/evsec/EvseSecurity1";
 
 fn hash_of(cert: &Issued, issuer: &Issued) -> WireHashData {
     let facts = |i: &Issued| CertFacts::new(i.cert.clone()).unwrap();
-    facts(cert)
-        .hash_data(HashAlgorithm::SHA256, &facts(issuer).key_bits)
-        .to_wire()
+    WireHashData::from(&facts(cert).hash_data(HashAlgorithm::SHA256, &facts(issuer).key_bits))
 }
 
 fn invalid_args(r: Result<impl std::fmt::Debug, ClientError>) -> String {
@@ -110,17 +108,23 @@ async fn every_method_over_a_real_bus() {
         .unwrap();
     assert_eq!(status, "Accepted");
     assert_eq!(chains.len(), 2);
-    assert_eq!(chains[0].0, "V2GRootCertificate");
-    assert_eq!(chains[0].1, hash_of(&pki.v2g_root, &pki.v2g_root));
+    assert_eq!(chains[0].certificate_type, "V2GRootCertificate");
     assert_eq!(
-        chains[0].2,
+        chains[0].certificate_hash_data,
+        hash_of(&pki.v2g_root, &pki.v2g_root)
+    );
+    assert_eq!(
+        chains[0].child_certificate_hash_data,
         vec![
             hash_of(&pki.cpo_sub1, &pki.v2g_root),
             hash_of(&pki.cpo_sub2, &pki.cpo_sub1)
         ]
     );
-    assert_eq!(chains[1].0, "V2GCertificateChain");
-    assert_eq!(chains[1].1, hash_of(&pki.secc_leaf, &pki.cpo_sub2));
+    assert_eq!(chains[1].certificate_type, "V2GCertificateChain");
+    assert_eq!(
+        chains[1].certificate_hash_data,
+        hash_of(&pki.secc_leaf, &pki.cpo_sub2)
+    );
     assert!(
         invalid_args(c.get_installed_certificates(&["OEMRootCertificate"]).await)
             .contains("MFRootCertificate")
@@ -131,7 +135,10 @@ async fn every_method_over_a_real_bus() {
         .await
         .unwrap();
     assert_eq!(repeated.1.len(), 1);
-    assert_eq!(repeated.1[0].1, hash_of(&pki.v2g_root, &pki.v2g_root));
+    assert_eq!(
+        repeated.1[0].certificate_hash_data,
+        hash_of(&pki.v2g_root, &pki.v2g_root)
+    );
     assert!(invalid_args(
         c.get_installed_certificates(&["V2GRootCertificate"; 33])
             .await
@@ -159,12 +166,12 @@ async fn every_method_over_a_real_bus() {
     );
     assert_eq!(tree_contents(&store.certs), before);
     let leaf = hash_of(&pki.secc_leaf, &pki.cpo_sub2);
-    let upper = (
-        leaf.0.clone(),
-        leaf.1.to_uppercase(),
-        leaf.2.to_uppercase(),
-        format!("00{}", leaf.3),
-    );
+    let upper = WireHashData {
+        hash_algorithm: leaf.hash_algorithm.clone(),
+        issuer_name_hash: leaf.issuer_name_hash.to_uppercase(),
+        issuer_key_hash: leaf.issuer_key_hash.to_uppercase(),
+        serial_number: format!("00{}", leaf.serial_number),
+    };
     assert_eq!(c.delete_certificate(&upper).await.unwrap(), "Accepted");
     // The next signal is the SECC delete: nothing was sent in between.
     assert_eq!(
@@ -172,20 +179,20 @@ async fn every_method_over_a_real_bus() {
         ("Deleted".into(), "".into(), "V2G".into())
     );
     assert!(!store.path("client/cso/SECC_LEAF.key").exists());
-    let bad = (
-        "SHA256".to_owned(),
-        "zz".repeat(32),
-        "00".repeat(32),
-        "1".to_owned(),
-    );
+    let bad = WireHashData {
+        hash_algorithm: "SHA256".to_owned(),
+        issuer_name_hash: "zz".repeat(32),
+        issuer_key_hash: "00".repeat(32),
+        serial_number: "1".to_owned(),
+    };
     assert!(invalid_args(c.delete_certificate(&bad).await)
         .contains("issuer_name_hash must be hexadecimal"));
-    let long = (
-        "SHA256".to_owned(),
-        "00".repeat(33),
-        "00".repeat(32),
-        "1".to_owned(),
-    );
+    let long = WireHashData {
+        hash_algorithm: "SHA256".to_owned(),
+        issuer_name_hash: "00".repeat(33),
+        issuer_key_hash: "00".repeat(32),
+        serial_number: "1".to_owned(),
+    };
     assert!(invalid_args(c.delete_certificate(&long).await).contains("64 hex digits"));
 
     assert_eq!(daemon.terminate(), Some(0));
@@ -244,7 +251,7 @@ fn busctl_installs_lists_and_deletes() {
     let h = hash_of(&pki.mf_root, &pki.mf_root);
     let expected = format!(
         "{{\"type\":\"sa(s(ssss)a(ssss))\",\"data\":[\"Accepted\",[[\"MFRootCertificate\",[\"SHA256\",\"{}\",\"{}\",\"{}\"],[]]]]}}",
-        h.1, h.2, h.3
+        h.issuer_name_hash, h.issuer_key_hash, h.serial_number
     );
     assert_eq!(out.trim(), expected);
 
@@ -262,9 +269,9 @@ fn busctl_installs_lists_and_deletes() {
             "DeleteCertificate",
             "(ssss)",
             "SHA256",
-            &h.1,
-            &h.2,
-            &h.3,
+            &h.issuer_name_hash,
+            &h.issuer_key_hash,
+            &h.serial_number,
         ],
     );
     assert!(ok, "{err}");
@@ -299,7 +306,12 @@ fn a_wrong_signature_is_invalid_args() {
     let before = tree_contents(store.dir.path());
     // A struct argument's fields, sent loose, decode as the struct would:
     // only the header's signature tells them apart.
-    let (a, b, c, d) = hash_of(&pki.mo_root, &pki.mo_root);
+    let WireHashData {
+        hash_algorithm: a,
+        issuer_name_hash: b,
+        issuer_key_hash: c,
+        serial_number: d,
+    } = hash_of(&pki.mo_root, &pki.mo_root);
     let fields = [a.as_str(), b.as_str(), c.as_str(), d.as_str()];
     let call = |signature: &str, args: &[&str]| {
         let mut argv = vec![

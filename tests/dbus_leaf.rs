@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use common::{client, next_update, ocsp_response, tls_handshake, Daemon, PrivateBus, TempStore};
+use evsec::dbus::{WireHashData, WireOcspEntry};
 use evsec::testpki::{sign_csr, CertSpec, Pki};
 use evsec::types::HashAlgorithm;
 use evsec::x509::CertFacts;
@@ -136,10 +137,17 @@ async fn ocsp_response_from_openssl_is_cached_as_der() {
     let requests = c.get_v2g_ocsp_request_data().await.unwrap();
     assert_eq!(requests.len(), 3);
     let facts = |x: &openssl::x509::X509| CertFacts::new(x.clone()).unwrap();
-    let leaf_hash = facts(&pki.secc_leaf.cert)
-        .hash_data(HashAlgorithm::SHA256, &facts(&pki.cpo_sub2.cert).key_bits)
-        .to_wire();
-    assert_eq!(requests[0], (leaf_hash.clone(), Pki::OCSP_URL.to_owned()));
+    let leaf_hash = WireHashData::from(
+        &facts(&pki.secc_leaf.cert)
+            .hash_data(HashAlgorithm::SHA256, &facts(&pki.cpo_sub2.cert).key_bits),
+    );
+    assert_eq!(
+        requests[0],
+        WireOcspEntry {
+            certificate_hash_data: leaf_hash.clone(),
+            location: Pki::OCSP_URL.to_owned()
+        }
+    );
 
     let der = ocsp_response(&pki.secc_leaf.cert, &pki.cpo_sub2, store.dir.path());
     let b64 = openssl::base64::encode_block(&der);
@@ -151,12 +159,12 @@ async fn ocsp_response_from_openssl_is_cached_as_der() {
         c.update_ocsp_cache(&leaf_hash, "").await.unwrap(),
         "InvalidFormat"
     );
-    let nobody = (
-        "SHA256".to_owned(),
-        "00".repeat(32),
-        "00".repeat(32),
-        "1".to_owned(),
-    );
+    let nobody = WireHashData {
+        hash_algorithm: "SHA256".to_owned(),
+        issuer_name_hash: "00".repeat(32),
+        issuer_key_hash: "00".repeat(32),
+        serial_number: "1".to_owned(),
+    };
     assert_eq!(
         c.update_ocsp_cache(&nobody, &b64).await.unwrap(),
         "NotFound"
@@ -167,8 +175,8 @@ async fn ocsp_response_from_openssl_is_cached_as_der() {
         .await
         .unwrap();
     let ocsp = info.ocsp.unwrap();
-    assert_eq!(ocsp[0].0, leaf_hash);
-    let path = &ocsp[0].1;
+    assert_eq!(ocsp[0].certificate_hash_data, leaf_hash);
+    let path = &ocsp[0].location;
     assert_eq!(std::fs::read(path).unwrap(), der);
     let out = openssl(&["ocsp", "-respin", path, "-resp_text", "-noverify"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -193,7 +201,7 @@ async fn ocsp_response_from_openssl_is_cached_as_der() {
         .get_leaf_certificate_info("V2G", "PEM", true)
         .await
         .unwrap();
-    let again = &info.ocsp.unwrap()[0].1;
+    let again = &info.ocsp.unwrap()[0].location;
     assert!(again.starts_with(ocsp_dir.to_str().unwrap()), "{again}");
     assert_eq!(std::fs::read(again).unwrap(), der);
 
@@ -212,7 +220,7 @@ async fn ocsp_response_from_openssl_is_cached_as_der() {
         .await
         .unwrap();
     assert_eq!(mo.len(), 2);
-    assert_eq!(mo[1].1, "http://mo.test/");
+    assert_eq!(mo[1].location, "http://mo.test/");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,8 +118,11 @@ async fn every_method_answers_hostile_input_and_the_store_stays_as_it_was() {
     let dangling = dir.join("dangling");
     std::os::unix::fs::symlink("/nonexistent/x", &dangling).unwrap();
     let sig = openssl::base64::encode_block(b"not a signature");
-    let hash = |a: &str, n: &str, k: &str, s: &str| {
-        (a.to_owned(), n.to_owned(), k.to_owned(), s.to_owned())
+    let hash = |a: &str, n: &str, k: &str, s: &str| evsec::dbus::WireHashData {
+        hash_algorithm: a.to_owned(),
+        issuer_name_hash: n.to_owned(),
+        issuer_key_hash: k.to_owned(),
+        serial_number: s.to_owned(),
     };
     let h64 = "ab".repeat(32);
 

@@ -200,7 +200,10 @@ async fn sixty_four_clients_at_once() {
         .await
         .unwrap();
     assert_eq!(chains.len(), 65);
-    let distinct: HashSet<_> = chains.iter().map(|c| c.1.clone()).collect();
+    let distinct: HashSet<_> = chains
+        .iter()
+        .map(|c| c.certificate_hash_data.clone())
+        .collect();
     assert_eq!(distinct.len(), 65);
     assert_eq!(c.certificate_entries().await.unwrap(), 10 + 64);
     assert_store_sound(&store.certs);

@@ -211,9 +211,9 @@ async fn csr_in_the_tpm_install_info_tls_gc_and_delete() {
 
     // Deleting the SECC leaf deletes its TPM key with it.
     let facts = |x: &openssl::x509::X509| CertFacts::new(x.clone()).unwrap();
-    let leaf_hash = facts(&leaf)
-        .hash_data(HashAlgorithm::SHA256, &facts(&pki.cpo_sub2.cert).key_bits)
-        .to_wire();
+    let leaf_hash = evsec::dbus::WireHashData::from(
+        &facts(&leaf).hash_data(HashAlgorithm::SHA256, &facts(&pki.cpo_sub2.cert).key_bits),
+    );
     assert_eq!(c.delete_certificate(&leaf_hash).await.unwrap(), "Accepted");
     assert_eq!(files_ending(&secc_dir, ".tkey"), Vec::<PathBuf>::new());
     assert!(!Path::new(&single).exists());

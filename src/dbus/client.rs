@@ -123,11 +123,9 @@ trait EvseSecurity1 {
         certificate_chain: &str,
         certificate_type: &str,
     ) -> zbus::Result<String>;
-    fn get_v2g_ocsp_request_data(&self) -> zbus::Result<Vec<(WireHashData, String)>>;
-    fn get_mo_ocsp_request_data(
-        &self,
-        certificate_chain: &str,
-    ) -> zbus::Result<Vec<(WireHashData, String)>>;
+    fn get_v2g_ocsp_request_data(&self) -> zbus::Result<Vec<WireOcspEntry>>;
+    fn get_mo_ocsp_request_data(&self, certificate_chain: &str)
+        -> zbus::Result<Vec<WireOcspEntry>>;
     fn update_ocsp_cache(
         &self,
         certificate_hash_data: &WireHashData,

@@ -6,12 +6,14 @@
 mod client;
 mod exact_signature;
 mod service;
+mod wire;
 
 use std::fmt;
 use std::str::FromStr;
 
 pub use client::{Client, ClientError, LeafInfo, StoreUpdates, VerifyDetail};
 pub use service::{serve, Server};
+pub use wire::{WireCertificateDetails, WireHashData, WireHashDataChain, WireOcspEntry};
 
 /// The well-known bus name.
 pub const BUS_NAME: &str = "org.evsec.EvseSecurity1";
@@ -21,27 +23,6 @@ pub const OBJECT_PATH: &str = "/org/evsec/EvseSecurity1";
 pub const INTERFACE: &str = "org.evsec.EvseSecurity1";
 /// Prefix of the daemon's own D-Bus error names.
 pub const ERROR_PREFIX: &str = "org.evsec.EvseSecurity1.Error";
-
-/// Hash data on the wire: `(ssss)`.
-pub type WireHashData = (String, String, String, String);
-/// A `GetInstalledCertificates` chain: `(s(ssss)a(ssss))`.
-pub type WireHashDataChain = (String, WireHashData, Vec<WireHashData>);
-/// An OCSP request entry, or a cached response entry: hash data and a URL
-/// or path, `((ssss)s)`.
-pub type WireOcspEntry = (WireHashData, String);
-/// One entry of `GetCertificateDetails`: type, subject CN, issuer CN,
-/// notBefore, notAfter (Unix seconds), hash data, file, SHA-256
-/// fingerprint, `(sssxx(ssss)ss)`.
-pub type WireCertificateDetails = (
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    WireHashData,
-    String,
-    String,
-);
 
 /// Which bus to connect to (`--bus`).
 #[derive(Debug, Clone, PartialEq, Eq)]

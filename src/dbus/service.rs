@@ -49,7 +49,10 @@ type WireCertificateInfo = HashMap<String, OwnedVariant>;
 fn wire_ocsp_requests(requests: Vec<OcspRequest>) -> Vec<WireOcspEntry> {
     requests
         .into_iter()
-        .map(|(hash, url)| (hash.to_wire(), url))
+        .map(|(hash, url)| WireOcspEntry {
+            certificate_hash_data: WireHashData::from(&hash),
+            location: url,
+        })
         .collect()
 }
 
@@ -78,7 +81,10 @@ fn wire_certificate_info(info: CertificateInfo) -> Result<WireCertificateInfo, B
     if let Some(ocsp) = info.ocsp {
         let entries: Vec<WireOcspEntry> = ocsp
             .into_iter()
-            .map(|(hash, path)| (hash.to_wire(), path))
+            .map(|(hash, path)| WireOcspEntry {
+                certificate_hash_data: WireHashData::from(&hash),
+                location: path,
+            })
             .collect();
         out.push(("ocsp", Variant::from(entries)));
     }
@@ -210,12 +216,14 @@ fn parse_args<T: FromStr<Err = UnknownValue> + PartialEq>(
     Ok(parsed)
 }
 
-fn parse_hash_data(
-    name: &str,
-    (alg, issuer_name, issuer_key, serial): &WireHashData,
-) -> Result<HashData, BusError> {
-    HashData::parse(alg, issuer_name, issuer_key, serial)
-        .map_err(|e| BusError::InvalidArgs(format!("argument {name}: {e}")))
+fn parse_hash_data(name: &str, wire: &WireHashData) -> Result<HashData, BusError> {
+    HashData::parse(
+        &wire.hash_algorithm,
+        &wire.issuer_name_hash,
+        &wire.issuer_key_hash,
+        &wire.serial_number,
+    )
+    .map_err(|e| BusError::InvalidArgs(format!("argument {name}: {e}")))
 }
 
 /// Calls in flight at once, waiting ones included.
@@ -635,15 +643,14 @@ impl EvseSecurityInterface {
             .await?;
         let chains = chains
             .into_iter()
-            .map(|c| {
-                (
-                    c.certificate_type.as_str().to_owned(),
-                    c.certificate_hash_data.to_wire(),
-                    c.child_certificate_hash_data
-                        .iter()
-                        .map(HashData::to_wire)
-                        .collect(),
-                )
+            .map(|c| WireHashDataChain {
+                certificate_type: c.certificate_type.as_str().to_owned(),
+                certificate_hash_data: WireHashData::from(&c.certificate_hash_data),
+                child_certificate_hash_data: c
+                    .child_certificate_hash_data
+                    .iter()
+                    .map(WireHashData::from)
+                    .collect(),
             })
             .collect();
         Ok((status.as_str().to_owned(), chains))
@@ -967,16 +974,16 @@ impl EvseSecurityInterface {
                     .next()
                     .and_then(|e| e.data().to_string().ok())
                     .unwrap_or_default();
-                (
-                    c.certificate_type.as_str().to_owned(),
-                    c.cert.common_name(),
+                WireCertificateDetails {
+                    certificate_type: c.certificate_type.as_str().to_owned(),
+                    subject: c.cert.common_name(),
                     issuer,
-                    c.cert.not_before,
-                    c.cert.not_after,
-                    c.hash.to_wire(),
-                    c.path.display().to_string(),
-                    crate::x509::hex(&c.cert.fingerprint),
-                )
+                    not_before: c.cert.not_before,
+                    not_after: c.cert.not_after,
+                    hash: WireHashData::from(&c.hash),
+                    path: c.path.display().to_string(),
+                    fingerprint: crate::x509::hex(&c.cert.fingerprint),
+                }
             })
             .collect())
     }
