@@ -255,7 +255,12 @@ pub struct Client {
 impl Client {
     /// Connects to the daemon on `bus`.
     pub async fn connect(bus: &Bus) -> Result<Client, ClientError> {
-        let connection = builder(bus).build().await?;
+        Client::on(builder(bus).build().await?).await
+    }
+
+    /// A client on a connection made elsewhere: a peer-to-peer one to an
+    /// interface served with [`super::serve_on`].
+    pub async fn on(connection: zbus::Connection) -> Result<Client, ClientError> {
         let proxy = EvseSecurity1Proxy::new(&connection).await?;
         Ok(Client { proxy })
     }

@@ -12,7 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use client::{Client, ClientError, LeafInfo, StoreUpdates, VerifyDetail};
-pub use service::{serve, Server};
+pub use service::{serve, serve_on, Server};
 pub use wire::{WireCertificateDetails, WireHashData, WireHashDataChain, WireOcspEntry};
 
 /// The well-known bus name.

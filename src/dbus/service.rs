@@ -368,6 +368,18 @@ impl EvseSecurityInterface {
 
     /// The caller's UID and GIDs, from the bus (never from a PID).
     async fn caller_of(&self, hdr: &Header<'_>, conn: &Connection) -> Result<Caller, BusError> {
+        if !conn.is_bus() {
+            // Peer to peer: the caller is whoever holds the other end.
+            let creds = conn
+                .peer_creds()
+                .await
+                .map_err(|e| BusError::AccessDenied(format!("peer unknown: {e}")))?;
+            let uid = creds.unix_user_id().ok_or_else(|| {
+                BusError::AccessDenied("the socket gave no UID for the peer".into())
+            })?;
+            let gids = creds.unix_group_ids().cloned().unwrap_or_default();
+            return Ok(Caller { uid, gids });
+        }
         let Some(sender) = hdr.sender() else {
             return Err(BusError::AccessDenied("the call has no sender".into()));
         };
@@ -1085,6 +1097,36 @@ pub async fn serve(
     bus: &Bus,
     changes: tokio::sync::mpsc::Receiver<Vec<StoreChange>>,
 ) -> Result<Server, ServeError> {
+    let bus_error = |source: zbus::Error| ServeError::Bus {
+        bus: bus.clone(),
+        source,
+    };
+    let server = serve_on(builder(bus), security, roles, changes)
+        .await
+        .map_err(bus_error)?;
+    let flags = zbus::fdo::RequestNameFlags::DO_NOT_QUEUE;
+    match server
+        .connection
+        .request_name_with_flags(BUS_NAME, flags)
+        .await
+    {
+        Ok(zbus::fdo::RequestNameReply::PrimaryOwner) => {}
+        Ok(_) | Err(zbus::Error::NameTaken) => return Err(ServeError::NameTaken(bus.clone())),
+        Err(e) => return Err(bus_error(e)),
+    }
+    Ok(server)
+}
+
+/// Exports the interface on the connection that `builder` makes, without
+/// taking a name: a bus connection for [`serve`], or a peer-to-peer one,
+/// whose caller is the peer (its credentials come from the socket). Tests
+/// drive the whole interface in process this way.
+pub async fn serve_on(
+    builder: zbus::connection::Builder<'_>,
+    security: Arc<EvseSecurity>,
+    roles: Roles,
+    changes: tokio::sync::mpsc::Receiver<Vec<StoreChange>>,
+) -> zbus::Result<Server> {
     let iface = EvseSecurityInterface {
         security,
         permits: Arc::new(Semaphore::new(MAX_BLOCKING_CALLS)),
@@ -1093,26 +1135,17 @@ pub async fn serve(
         callers: std::sync::Mutex::new(HashMap::new()),
         in_flight: Arc::default(),
     };
-    let bus_error = |source: zbus::Error| ServeError::Bus {
-        bus: bus.clone(),
-        source,
-    };
-    let connection = builder(bus)
+    let connection = builder
         .serve_at(OBJECT_PATH, ExactSignatures::new(iface, METHOD_SIGNATURES))
         .build()
-        .await
-        .map_err(bus_error)?;
+        .await?;
     // The object is complete before the name is taken, so that no caller
     // ever meets zbus's own Properties in place of the guarded one.
     let server = connection.object_server();
-    let iface = server
-        .interface::<_, Served>(OBJECT_PATH)
-        .await
-        .map_err(bus_error)?;
+    let iface = server.interface::<_, Served>(OBJECT_PATH).await?;
     server
         .remove::<zbus::fdo::Properties, _>(OBJECT_PATH)
-        .await
-        .map_err(bus_error)?;
+        .await?;
     server
         .at(
             OBJECT_PATH,
@@ -1123,14 +1156,7 @@ pub async fn serve(
                 PROPERTIES_SIGNATURES,
             ),
         )
-        .await
-        .map_err(bus_error)?;
-    let flags = zbus::fdo::RequestNameFlags::DO_NOT_QUEUE;
-    match connection.request_name_with_flags(BUS_NAME, flags).await {
-        Ok(zbus::fdo::RequestNameReply::PrimaryOwner) => {}
-        Ok(_) | Err(zbus::Error::NameTaken) => return Err(ServeError::NameTaken(bus.clone())),
-        Err(e) => return Err(bus_error(e)),
-    }
+        .await?;
     tokio::spawn(announce_changes(iface, changes));
     Ok(Server { connection })
 }
