@@ -9,13 +9,15 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dbus;
-pub mod index;
-pub mod iso15118;
+mod index;
+mod iso15118;
 pub mod logging;
-pub mod maintenance;
-pub mod rfc5280;
+mod maintenance;
+mod rfc5280;
 pub mod security;
 pub mod store;
+/// Certificates for tests and benchmarks; not in the shipped daemon.
+#[cfg(any(test, feature = "testpki"))]
 pub mod testpki;
 pub mod tpm;
 pub mod types;
@@ -23,4 +25,5 @@ pub mod verify;
 pub mod x509;
 
 pub use config::Config;
+pub use index::StoreUsage;
 pub use security::EvseSecurity;

@@ -1011,7 +1011,7 @@ fn csr_key(sec: &EvseSecurity, dir: &std::path::Path, cn: &str) -> (std::path::P
 }
 
 fn record(dir: &std::path::Path) -> String {
-    fs::read_to_string(dir.join(evsec::store::pending_keys::RECORD_NAME)).unwrap_or_default()
+    fs::read_to_string(dir.join(evsec::store::CSR_KEY_RECORD_NAME)).unwrap_or_default()
 }
 
 /// Only a key evsecd generated for a CSR, that no certificate took up, may

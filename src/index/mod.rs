@@ -24,7 +24,7 @@ mod parse;
 
 pub use model::{
     hash_matches, issuer_path, sort_newest_first, Bundle, CertFile, KeyFile, Leaf, LeafDomain,
-    Node, OcspEntry, OcspFile, Snapshot, StoreUsage, LEAF_DOMAINS, MAX_CHAIN_DEPTH,
+    OcspEntry, OcspFile, Snapshot, StoreUsage, LEAF_DOMAINS, MAX_CHAIN_DEPTH,
 };
 use pairs::PairCache;
 use parse::{parse_in_parallel, read_key};
@@ -111,11 +111,6 @@ impl Index {
         };
         index.rescan();
         index
-    }
-
-    /// The layout this index reads.
-    pub fn layout(&self) -> &Layout {
-        &self.layout
     }
 
     /// Lists every directory again and re-reads the files that changed.

@@ -9,9 +9,9 @@ mod layout;
 mod lock;
 mod names;
 mod ocsp_file;
-pub mod pending_keys;
+pub(crate) mod pending_keys;
 mod transaction;
-pub mod watch;
+pub(crate) mod watch;
 
 pub use durable::{
     atomic_rewrite, atomic_write, remove_durably, sync_dir, write_group, write_key, FileStamp,
@@ -23,6 +23,7 @@ pub use layout::{is_certificate_name, is_key_name, BundleMode, FileKind, Layout}
 pub use lock::StoreLock;
 pub use names::{format_utc, leaf_prefix, random_suffix};
 pub use ocsp_file::{ocsp_hash_text, parse_ocsp_hash};
+pub use pending_keys::RECORD_NAME as CSR_KEY_RECORD_NAME;
 pub use transaction::{Committed, KeyIdentity, StoreChange, Touched, Transaction};
 
 /// Prefix of the daemon's temporary files. They are never parsed, and the
