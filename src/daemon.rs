@@ -164,12 +164,11 @@ pub async fn serve_until_signal(security: Arc<EvseSecurity>, roles: Roles, bus: 
         (Ok(t), Ok(i)) => (t, i),
         _ => return fail("cannot install signal handlers"),
     };
-    let (changes, announced) = tokio::sync::mpsc::channel(16);
-    let server = match dbus::serve(security.clone(), roles, bus, announced).await {
+    let server = match dbus::serve(security.clone(), roles, bus).await {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),
     };
-    tokio::spawn(crate::maintenance::run(security, changes));
+    tokio::spawn(crate::maintenance::run(security, server.announcer()));
     tracing::info!(name = dbus::BUS_NAME, bus = %bus, "ready");
     notify_ready();
     let code = tokio::select! {

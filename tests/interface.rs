@@ -20,12 +20,11 @@ use evsec::EvseSecurity;
 async fn connect(security: Arc<EvseSecurity>) -> (Client, Server) {
     let roles = Roles::resolve(&security.config().access).unwrap();
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    let (_changes, announced) = tokio::sync::mpsc::channel(1);
     let served = zbus::connection::Builder::unix_stream(ours)
         .server(zbus::Guid::generate())
         .p2p();
     let client = zbus::connection::Builder::unix_stream(theirs).p2p().build();
-    let (server, client) = tokio::join!(serve_on(served, security, roles, announced), client);
+    let (server, client) = tokio::join!(serve_on(served, security, roles), client);
     (Client::on(client.unwrap()).await.unwrap(), server.unwrap())
 }
 

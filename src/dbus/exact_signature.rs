@@ -17,7 +17,7 @@ use zbus::object_server::{DispatchResult, Interface, SignalEmitter};
 use zbus::zvariant::{OwnedVariant, Variant};
 use zbus::{Connection, ObjectServer};
 
-use super::service::BusError;
+use super::error::BusError;
 
 /// An interface whose methods are only called with their exact body
 /// signatures.

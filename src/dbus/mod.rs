@@ -4,6 +4,7 @@
 //! blocking thread, and maps results and errors to the wire.
 
 mod client;
+mod error;
 mod exact_signature;
 mod service;
 mod wire;

@@ -6,16 +6,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use zbus::message::Header;
-use zbus::names::ErrorName;
 use zbus::object_server::SignalEmitter;
-use zbus::{interface, Connection, DBusError, OwnedVariant, Variant};
+use zbus::{interface, Connection, OwnedVariant, Variant};
 
+use super::error::BusError;
 use super::exact_signature::ExactSignatures;
 use super::{
     builder, Bus, WireCertificateDetails, WireHashData, WireHashDataChain, WireOcspEntry, BUS_NAME,
-    ERROR_PREFIX, OBJECT_PATH,
+    OBJECT_PATH,
 };
 use crate::access::{Caller, Need, Roles};
 use crate::security::{self, CertificateInfo, EvseSecurity, OcspRequest, Outcome, StoreChange};
@@ -95,92 +95,6 @@ fn wire_certificate_info(info: CertificateInfo) -> Result<WireCertificateInfo, B
                 .map_err(|e| BusError::Internal(format!("cannot encode {k}: {e}")))
         })
         .collect()
-}
-
-/// Every error a method can answer, mapped to its D-Bus name in one place.
-#[derive(Debug)]
-pub enum BusError {
-    /// `org.freedesktop.DBus.Error.InvalidArgs`.
-    InvalidArgs(String),
-    /// `org.freedesktop.DBus.Error.AccessDenied`.
-    AccessDenied(String),
-    /// `org.freedesktop.DBus.Error.LimitsExceeded`.
-    LimitsExceeded(String),
-    /// `org.freedesktop.DBus.Error.UnknownInterface`.
-    UnknownInterface(String),
-    /// `org.freedesktop.DBus.Error.UnknownProperty`.
-    UnknownProperty(String),
-    /// `org.freedesktop.DBus.Error.PropertyReadOnly`.
-    PropertyReadOnly(String),
-    /// `org.evsec.EvseSecurity1.Error.Internal`.
-    Internal(String),
-    /// An error of the bus connection itself.
-    ZBus(zbus::Error),
-}
-
-impl BusError {
-    fn error_name(&self) -> String {
-        match self {
-            BusError::InvalidArgs(_) => "org.freedesktop.DBus.Error.InvalidArgs".to_owned(),
-            BusError::AccessDenied(_) => "org.freedesktop.DBus.Error.AccessDenied".to_owned(),
-            BusError::LimitsExceeded(_) => "org.freedesktop.DBus.Error.LimitsExceeded".to_owned(),
-            BusError::UnknownInterface(_) => {
-                "org.freedesktop.DBus.Error.UnknownInterface".to_owned()
-            }
-            BusError::UnknownProperty(_) => "org.freedesktop.DBus.Error.UnknownProperty".to_owned(),
-            BusError::PropertyReadOnly(_) => {
-                "org.freedesktop.DBus.Error.PropertyReadOnly".to_owned()
-            }
-            BusError::Internal(_) => format!("{ERROR_PREFIX}.Internal"),
-            BusError::ZBus(zbus::Error::MethodError(name, _, _)) => name.to_string(),
-            BusError::ZBus(_) => "org.freedesktop.DBus.Error.Failed".to_owned(),
-        }
-    }
-
-    fn message(&self) -> String {
-        match self {
-            BusError::ZBus(e) => e.to_string(),
-            _ => self.description().unwrap_or_default().to_owned(),
-        }
-    }
-}
-
-impl DBusError for BusError {
-    fn create_reply(&self, call: &Header<'_>) -> zbus::Result<zbus::message::Message> {
-        zbus::message::Message::error(call, self.error_name()).build(&(self.message(),))
-    }
-
-    fn name(&self) -> ErrorName<'_> {
-        ErrorName::from_string_unchecked(self.error_name())
-    }
-
-    fn description(&self) -> Option<&str> {
-        match self {
-            BusError::InvalidArgs(m)
-            | BusError::AccessDenied(m)
-            | BusError::LimitsExceeded(m)
-            | BusError::UnknownInterface(m)
-            | BusError::UnknownProperty(m)
-            | BusError::PropertyReadOnly(m)
-            | BusError::Internal(m) => Some(m),
-            BusError::ZBus(_) => None,
-        }
-    }
-}
-
-impl From<zbus::Error> for BusError {
-    fn from(e: zbus::Error) -> Self {
-        BusError::ZBus(e)
-    }
-}
-
-impl From<security::Error> for BusError {
-    fn from(e: security::Error) -> Self {
-        match e {
-            security::Error::InvalidArgs(m) => BusError::InvalidArgs(m),
-            security::Error::Internal(m) => BusError::Internal(m),
-        }
-    }
 }
 
 fn parse_arg<T: FromStr<Err = UnknownValue>>(name: &str, value: &str) -> Result<T, BusError> {
@@ -317,6 +231,8 @@ struct EvseSecurityInterface {
     roles: Roles,
     callers: std::sync::Mutex<HashMap<String, (u32, Vec<u32>)>>,
     in_flight: Arc<std::sync::Mutex<InFlight>>,
+    /// Changes to announce, in order, after the replies.
+    announcer: mpsc::Sender<Vec<StoreChange>>,
 }
 
 impl EvseSecurityInterface {
@@ -524,8 +440,20 @@ impl EvseSecurityInterface {
         F: FnOnce(&EvseSecurity) -> Result<Outcome<R>, security::Error> + Send + 'static,
     {
         let outcome = self.blocking(work).await??;
-        self.announce(emitter, &outcome.changes).await;
+        self.queue(emitter, outcome.changes).await;
         Ok(outcome.result.as_str().to_owned())
+    }
+
+    /// Hands `changes` to the announcer task, so that the reply goes out
+    /// first and the signals follow it, in the order of the writes.
+    async fn queue(&self, emitter: &SignalEmitter<'_>, changes: Vec<StoreChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        if let Err(unsent) = self.announcer.send(changes).await {
+            // The announcer is gone only while the daemon stops.
+            self.announce(emitter, &unsent.0).await;
+        }
     }
 
     async fn announce(&self, emitter: &SignalEmitter<'_>, changes: &[StoreChange]) {
@@ -799,7 +727,7 @@ impl EvseSecurityInterface {
                 )
             })
             .await??;
-        self.announce(&emitter, &outcome.changes).await;
+        self.queue(&emitter, outcome.changes).await;
         let (status, csr) = outcome.result;
         Ok((status.as_str().to_owned(), csr))
     }
@@ -958,7 +886,7 @@ impl EvseSecurityInterface {
     ) -> Result<(), BusError> {
         let _call = self.authorize(&hdr, conn).await?;
         let changes = self.blocking(|s| s.garbage_collect()).await?;
-        self.announce(&emitter, &changes).await;
+        self.queue(&emitter, changes).await;
         Ok(())
     }
 
@@ -1059,9 +987,21 @@ impl EvseSecurityInterface {
 /// A running service: keep it alive to stay on the bus.
 pub struct Server {
     connection: Connection,
+    announcer: mpsc::Sender<Vec<StoreChange>>,
 }
 
+/// Writes whose changes may wait to be announced; a writer beyond them
+/// waits for the announcer.
+const ANNOUNCER_QUEUE: usize = 64;
+
 impl Server {
+    /// Where changes the daemon makes on its own (the store maintenance)
+    /// go to be announced as `CertificateStoreUpdated`, in order with the
+    /// calls' own.
+    pub fn announcer(&self) -> mpsc::Sender<Vec<StoreChange>> {
+        self.announcer.clone()
+    }
+
     /// Returns when the bus connection is gone (the bus stopped or dropped
     /// the daemon): from then on nothing can reach the store.
     pub async fn closed(&self) {
@@ -1088,20 +1028,16 @@ pub enum ServeError {
 /// Connects to `bus`, exports the interface and takes the well-known name.
 /// The name is requested without replacement either way: a second daemon
 /// fails instead of taking the name from the first.
-///
-/// What `changes` receives (the store maintenance's removals) is announced
-/// as `CertificateStoreUpdated`.
 pub async fn serve(
     security: Arc<EvseSecurity>,
     roles: Roles,
     bus: &Bus,
-    changes: tokio::sync::mpsc::Receiver<Vec<StoreChange>>,
 ) -> Result<Server, ServeError> {
     let bus_error = |source: zbus::Error| ServeError::Bus {
         bus: bus.clone(),
         source,
     };
-    let server = serve_on(builder(bus), security, roles, changes)
+    let server = serve_on(builder(bus), security, roles)
         .await
         .map_err(bus_error)?;
     let flags = zbus::fdo::RequestNameFlags::DO_NOT_QUEUE;
@@ -1125,9 +1061,10 @@ pub async fn serve_on(
     builder: zbus::connection::Builder<'_>,
     security: Arc<EvseSecurity>,
     roles: Roles,
-    changes: tokio::sync::mpsc::Receiver<Vec<StoreChange>>,
 ) -> zbus::Result<Server> {
+    let (announcer, changes) = mpsc::channel(ANNOUNCER_QUEUE);
     let iface = EvseSecurityInterface {
+        announcer: announcer.clone(),
         security,
         permits: Arc::new(Semaphore::new(MAX_BLOCKING_CALLS)),
         file_checks: Semaphore::new(MAX_FILE_CHECKS),
@@ -1158,7 +1095,10 @@ pub async fn serve_on(
         )
         .await?;
     tokio::spawn(announce_changes(iface, changes));
-    Ok(Server { connection })
+    Ok(Server {
+        connection,
+        announcer,
+    })
 }
 
 /// `org.freedesktop.DBus.Properties` of the object, in place of zbus's
@@ -1251,10 +1191,10 @@ impl GuardedProperties {
     ) -> zbus::Result<()>;
 }
 
-/// Announces the changes the daemon made on its own.
+/// Announces every change, in the order the writes made them.
 async fn announce_changes(
     iface: zbus::object_server::InterfaceRef<Served>,
-    mut changes: tokio::sync::mpsc::Receiver<Vec<StoreChange>>,
+    mut changes: mpsc::Receiver<Vec<StoreChange>>,
 ) {
     while let Some(changes) = changes.recv().await {
         iface
