@@ -7,29 +7,15 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{busctl, client, next_update, tree_contents, Daemon, PrivateBus, TempStore};
-use evsec::dbus::{ClientError, WireHashData};
-use evsec::testpki::{issue, CertSpec, Issued, Pki};
-use evsec::types::HashAlgorithm;
-use evsec::x509::CertFacts;
+use common::{
+    busctl, client, invalid_args, next_update, tree_contents, wire_hash_of, Daemon, PrivateBus,
+    TempStore,
+};
+use evsec::dbus::WireHashData;
+use evsec::testpki::{issue, CertSpec, Pki};
 
 const DEST: &str = "org.evsec.EvseSecurity1";
 const PATH: &str = "/org/evsec/EvseSecurity1";
-
-fn hash_of(cert: &Issued, issuer: &Issued) -> WireHashData {
-    let facts = |i: &Issued| CertFacts::new(i.cert.clone()).unwrap();
-    WireHashData::from(&facts(cert).hash_data(HashAlgorithm::SHA256, &facts(issuer).key_bits))
-}
-
-fn invalid_args(r: Result<impl std::fmt::Debug, ClientError>) -> String {
-    match r {
-        Err(ClientError::Method { name, message }) => {
-            assert_eq!(name, "org.freedesktop.DBus.Error.InvalidArgs");
-            message
-        }
-        other => panic!("expected InvalidArgs, got {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_over_a_real_bus() {
@@ -111,19 +97,19 @@ async fn every_method_over_a_real_bus() {
     assert_eq!(chains[0].certificate_type, "V2GRootCertificate");
     assert_eq!(
         chains[0].certificate_hash_data,
-        hash_of(&pki.v2g_root, &pki.v2g_root)
+        wire_hash_of(&pki.v2g_root, &pki.v2g_root)
     );
     assert_eq!(
         chains[0].child_certificate_hash_data,
         vec![
-            hash_of(&pki.cpo_sub1, &pki.v2g_root),
-            hash_of(&pki.cpo_sub2, &pki.cpo_sub1)
+            wire_hash_of(&pki.cpo_sub1, &pki.v2g_root),
+            wire_hash_of(&pki.cpo_sub2, &pki.cpo_sub1)
         ]
     );
     assert_eq!(chains[1].certificate_type, "V2GCertificateChain");
     assert_eq!(
         chains[1].certificate_hash_data,
-        hash_of(&pki.secc_leaf, &pki.cpo_sub2)
+        wire_hash_of(&pki.secc_leaf, &pki.cpo_sub2)
     );
     assert!(
         invalid_args(c.get_installed_certificates(&["OEMRootCertificate"]).await)
@@ -137,7 +123,7 @@ async fn every_method_over_a_real_bus() {
     assert_eq!(repeated.1.len(), 1);
     assert_eq!(
         repeated.1[0].certificate_hash_data,
-        hash_of(&pki.v2g_root, &pki.v2g_root)
+        wire_hash_of(&pki.v2g_root, &pki.v2g_root)
     );
     assert!(invalid_args(
         c.get_installed_certificates(&["V2GRootCertificate"; 33])
@@ -150,7 +136,7 @@ async fn every_method_over_a_real_bus() {
 
     // DeleteCertificate: Accepted with its signal, then NotFound, then the
     // refused CSMS client certificate; neither of the last two signals.
-    let h = hash_of(&extra, &extra);
+    let h = wire_hash_of(&extra, &extra);
     assert_eq!(c.delete_certificate(&h).await.unwrap(), "Accepted");
     assert_eq!(
         next_update(&mut updates).await,
@@ -159,13 +145,13 @@ async fn every_method_over_a_real_bus() {
     assert_eq!(c.delete_certificate(&h).await.unwrap(), "NotFound");
     let before = tree_contents(&store.certs);
     assert_eq!(
-        c.delete_certificate(&hash_of(&pki.csms_leaf, &pki.csms_root))
+        c.delete_certificate(&wire_hash_of(&pki.csms_leaf, &pki.csms_root))
             .await
             .unwrap(),
         "Failed"
     );
     assert_eq!(tree_contents(&store.certs), before);
-    let leaf = hash_of(&pki.secc_leaf, &pki.cpo_sub2);
+    let leaf = wire_hash_of(&pki.secc_leaf, &pki.cpo_sub2);
     let upper = WireHashData {
         hash_algorithm: leaf.hash_algorithm.clone(),
         issuer_name_hash: leaf.issuer_name_hash.to_uppercase(),
@@ -248,7 +234,7 @@ fn busctl_installs_lists_and_deletes() {
         ],
     );
     assert!(ok, "{err}");
-    let h = hash_of(&pki.mf_root, &pki.mf_root);
+    let h = wire_hash_of(&pki.mf_root, &pki.mf_root);
     let expected = format!(
         "{{\"type\":\"sa(s(ssss)a(ssss))\",\"data\":[\"Accepted\",[[\"MFRootCertificate\",[\"SHA256\",\"{}\",\"{}\",\"{}\"],[]]]]}}",
         h.issuer_name_hash, h.issuer_key_hash, h.serial_number
@@ -311,7 +297,7 @@ fn a_wrong_signature_is_invalid_args() {
         issuer_name_hash: b,
         issuer_key_hash: c,
         serial_number: d,
-    } = hash_of(&pki.mo_root, &pki.mo_root);
+    } = wire_hash_of(&pki.mo_root, &pki.mo_root);
     let fields = [a.as_str(), b.as_str(), c.as_str(), d.as_str()];
     let call = |signature: &str, args: &[&str]| {
         let mut argv = vec![

@@ -8,11 +8,10 @@ mod common;
 
 use std::sync::Arc;
 
-use common::TempStore;
+use common::{invalid_args, wire_hash_of, TempStore};
 use evsec::access::Roles;
-use evsec::dbus::{serve_on, Client, ClientError, Server, WireHashData, WireOcspEntry};
+use evsec::dbus::{serve_on, Client, Server, WireOcspEntry};
 use evsec::testpki::{issue, sign_csr, CertSpec, Issued, Pki};
-use evsec::types::HashAlgorithm;
 use evsec::x509::CertFacts;
 use evsec::EvseSecurity;
 
@@ -26,21 +25,6 @@ async fn connect(security: Arc<EvseSecurity>) -> (Client, Server) {
     let client = zbus::connection::Builder::unix_stream(theirs).p2p().build();
     let (server, client) = tokio::join!(serve_on(served, security, roles), client);
     (Client::on(client.unwrap()).await.unwrap(), server.unwrap())
-}
-
-fn hash_of(cert: &Issued, issuer: &Issued) -> WireHashData {
-    let facts = |i: &Issued| CertFacts::new(i.cert.clone()).unwrap();
-    WireHashData::from(&facts(cert).hash_data(HashAlgorithm::SHA256, &facts(issuer).key_bits))
-}
-
-fn invalid_args(result: Result<impl std::fmt::Debug, ClientError>) -> String {
-    match result {
-        Err(ClientError::Method { name, message }) => {
-            assert_eq!(name, "org.freedesktop.DBus.Error.InvalidArgs");
-            message
-        }
-        other => panic!("expected InvalidArgs, got {other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -87,13 +71,13 @@ async fn every_ca_member_maps_its_wire_values() {
     assert_eq!(chains[0].certificate_type, "V2GRootCertificate");
     assert_eq!(
         chains[0].certificate_hash_data,
-        hash_of(&pki.v2g_root, &pki.v2g_root)
+        wire_hash_of(&pki.v2g_root, &pki.v2g_root)
     );
     assert_eq!(
         chains[0].child_certificate_hash_data,
         vec![
-            hash_of(&pki.cpo_sub1, &pki.v2g_root),
-            hash_of(&pki.cpo_sub2, &pki.cpo_sub1)
+            wire_hash_of(&pki.cpo_sub1, &pki.v2g_root),
+            wire_hash_of(&pki.cpo_sub2, &pki.cpo_sub1)
         ]
     );
 
@@ -105,7 +89,7 @@ async fn every_ca_member_maps_its_wire_values() {
     assert_eq!(details.len(), 3);
     assert_eq!(details[0].subject, common_name(&pki.v2g_root));
     assert_eq!(details[0].issuer, common_name(&pki.v2g_root));
-    assert_eq!(details[0].hash, hash_of(&pki.v2g_root, &pki.v2g_root));
+    assert_eq!(details[0].hash, wire_hash_of(&pki.v2g_root, &pki.v2g_root));
     assert_eq!(
         details[0].path,
         store.path("ca/v2g/V2G_ROOT_CA.pem").display().to_string()
@@ -142,7 +126,7 @@ async fn every_ca_member_maps_its_wire_values() {
     );
     assert_eq!(c.certificate_entries().await.unwrap(), entries + 1);
     assert_eq!(
-        c.delete_certificate(&hash_of(&other, &other))
+        c.delete_certificate(&wire_hash_of(&other, &other))
             .await
             .unwrap(),
         "Accepted"
@@ -152,12 +136,12 @@ async fn every_ca_member_maps_its_wire_values() {
         ("Deleted".into(), "MO".into(), "".into())
     );
     assert_eq!(
-        c.delete_certificate(&hash_of(&other, &other))
+        c.delete_certificate(&wire_hash_of(&other, &other))
             .await
             .unwrap(),
         "NotFound"
     );
-    let mut bad = hash_of(&other, &other);
+    let mut bad = wire_hash_of(&other, &other);
     bad.issuer_name_hash = "zz".repeat(32);
     assert!(invalid_args(c.delete_certificate(&bad).await).contains("hexadecimal"));
 
@@ -202,7 +186,7 @@ async fn every_leaf_member_maps_its_wire_values() {
     assert_eq!(
         ocsp[0],
         WireOcspEntry {
-            certificate_hash_data: hash_of(&pki.secc_leaf, &pki.cpo_sub2),
+            certificate_hash_data: wire_hash_of(&pki.secc_leaf, &pki.cpo_sub2),
             location: String::new(),
         }
     );
@@ -236,7 +220,7 @@ async fn every_leaf_member_maps_its_wire_values() {
     assert_eq!(requests.len(), 3);
     assert_eq!(
         requests[0].certificate_hash_data,
-        hash_of(&pki.secc_leaf, &pki.cpo_sub2)
+        wire_hash_of(&pki.secc_leaf, &pki.cpo_sub2)
     );
     assert_eq!(requests[0].location, Pki::OCSP_URL);
     let contract = c
@@ -246,7 +230,7 @@ async fn every_leaf_member_maps_its_wire_values() {
     assert_eq!(contract, requests);
 
     // UpdateOcspCache of nothing known.
-    let mut nobody = hash_of(&pki.secc_leaf, &pki.cpo_sub2);
+    let mut nobody = wire_hash_of(&pki.secc_leaf, &pki.cpo_sub2);
     nobody.serial_number = "1".into();
     assert_eq!(
         c.update_ocsp_cache(&nobody, "MA==").await.unwrap(),

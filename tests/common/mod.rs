@@ -503,3 +503,25 @@ impl Drop for SoftwareTpm {
         self.stop();
     }
 }
+
+/// The SHA-256 hash data of `cert` under `issuer`, as it goes on the wire.
+pub fn wire_hash_of(
+    cert: &evsec::testpki::Issued,
+    issuer: &evsec::testpki::Issued,
+) -> evsec::dbus::WireHashData {
+    let facts = |i: &evsec::testpki::Issued| evsec::x509::CertFacts::new(i.cert.clone()).unwrap();
+    evsec::dbus::WireHashData::from(
+        &facts(cert).hash_data(evsec::types::HashAlgorithm::SHA256, &facts(issuer).key_bits),
+    )
+}
+
+/// The message of an `InvalidArgs` answer; any other answer fails.
+pub fn invalid_args(result: Result<impl std::fmt::Debug, evsec::dbus::ClientError>) -> String {
+    match result {
+        Err(evsec::dbus::ClientError::Method { name, message }) => {
+            assert_eq!(name, "org.freedesktop.DBus.Error.InvalidArgs");
+            message
+        }
+        other => panic!("expected InvalidArgs, got {other:?}"),
+    }
+}
