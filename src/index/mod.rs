@@ -128,15 +128,19 @@ impl Index {
         for path in &gone {
             self.forget(path);
         }
-        let fresh: Vec<(PathBuf, FileStamp, FileKind)> = present
-            .iter()
-            .filter_map(|(path, kind)| {
-                let meta = fs::metadata(path).ok().filter(fs::Metadata::is_file)?;
-                let stamp = FileStamp::of(&meta);
-                let known = self.files.get(path).is_some_and(|f| f.stamp() == stamp);
-                (!known).then(|| (path.clone(), stamp, *kind))
-            })
-            .collect();
+        let mut fresh: Vec<(PathBuf, FileStamp, FileKind)> = Vec::new();
+        for (path, kind) in &present {
+            match fs::metadata(path).ok().filter(fs::Metadata::is_file) {
+                Some(meta) => {
+                    let stamp = FileStamp::of(&meta);
+                    if !self.files.get(path).is_some_and(|f| f.stamp() == stamp) {
+                        fresh.push((path.clone(), stamp, *kind));
+                    }
+                }
+                // Gone since the listing.
+                None => changed |= self.forget(path),
+            }
+        }
         changed |= !fresh.is_empty();
         self.read_all(fresh);
         changed

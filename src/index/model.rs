@@ -514,8 +514,8 @@ pub fn sort_newest_first(leaves: &mut [&Leaf]) {
     leaves.sort_by(|a, b| {
         let key = |l: &Leaf| (l.cert.not_before, l.cert.not_after);
         key(b).cmp(&key(a)).then_with(|| {
-            let first = |l: &Leaf| l.files.first().map(|f| f.path.clone());
-            first(b).cmp(&first(a))
+            let (first_a, first_b) = (a.files.first(), b.files.first());
+            first_b.map(|f| &f.path).cmp(&first_a.map(|f| &f.path))
         })
     });
 }

@@ -32,6 +32,17 @@ pub fn write_key(path: &Path, data: &[u8], group: Option<u32>) -> io::Result<()>
     }
 }
 
+/// Writes a file back as it was, with its mode and, where allowed, its
+/// owner (the undo of a removal).
+pub(super) fn write_as_before(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    owner: (u32, u32),
+) -> io::Result<()> {
+    write_whole(path, data, mode, Some(owner), false)
+}
+
 /// Replaces the content of an existing file atomically, as
 /// [`atomic_write`], keeping its mode and, where allowed, its owner. A
 /// symlink is followed, so the link itself stays.

@@ -5,11 +5,13 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::bundle_file::{self, Edit};
-use super::durable::{atomic_rewrite, atomic_write, remove_durably, write_group, write_key};
+use super::durable::{
+    atomic_rewrite, atomic_write, remove_durably, write_as_before, write_group, write_key,
+};
 use super::layout::Layout;
 use super::CERT_MODE;
 use crate::types::{CaCertificateType, LeafCertificateType, StoreOperation};
@@ -74,8 +76,9 @@ pub struct Committed {
 enum Undo {
     /// The file was new: remove it.
     Remove(PathBuf),
-    /// The file held these bytes with this mode: write them back.
-    Restore(PathBuf, Vec<u8>, u32),
+    /// The file held these bytes, with this mode and owner: write them
+    /// back.
+    Restore(PathBuf, Vec<u8>, Attributes),
 }
 
 /// The changes of one write, in order, with how to undo each.
@@ -145,9 +148,10 @@ impl<'a> Transaction<'a> {
 
     /// Replaces the content of an existing file, keeping its mode and owner.
     pub fn rewrite(&mut self, path: &Path, old: Vec<u8>, data: &[u8]) -> io::Result<()> {
-        let mode = mode_of(path)?;
+        let attributes = attributes_of(path)?;
         atomic_rewrite(path, data)?;
-        self.undo.push(Undo::Restore(path.to_owned(), old, mode));
+        self.undo
+            .push(Undo::Restore(path.to_owned(), old, attributes));
         self.touched
             .push(Touched::Written(path.to_owned(), data.to_vec()));
         Ok(())
@@ -160,9 +164,10 @@ impl<'a> Transaction<'a> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
-        let mode = mode_of(path)?;
+        let attributes = attributes_of(path)?;
         remove_durably(path)?;
-        self.undo.push(Undo::Restore(path.to_owned(), old, mode));
+        self.undo
+            .push(Undo::Restore(path.to_owned(), old, attributes));
         self.touched.push(Touched::Removed(path.to_owned()));
         Ok(())
     }
@@ -211,11 +216,11 @@ impl<'a> Transaction<'a> {
                     let result = remove_durably(&path);
                     (path, result)
                 }
-                Undo::Restore(path, bytes, mode) => {
+                Undo::Restore(path, bytes, attributes) => {
                     let result = if path.exists() {
                         atomic_rewrite(&path, &bytes)
                     } else {
-                        atomic_write(&path, &bytes, mode)
+                        write_as_before(&path, &bytes, attributes.mode, attributes.owner)
                     };
                     (path, result)
                 }
@@ -258,6 +263,63 @@ impl<'a> Transaction<'a> {
     }
 }
 
-fn mode_of(path: &Path) -> io::Result<u32> {
-    Ok(fs::metadata(path)?.permissions().mode() & 0o7777)
+/// What a file written back must have again: a key keeps its 0640 and its
+/// group.
+struct Attributes {
+    mode: u32,
+    owner: (u32, u32),
+}
+
+fn attributes_of(path: &Path) -> io::Result<Attributes> {
+    let meta = fs::metadata(path)?;
+    Ok(Attributes {
+        mode: meta.permissions().mode() & 0o7777,
+        owner: (meta.uid(), meta.gid()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn rollback_puts_back_bytes_mode_and_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let config =
+            Config::parse(&format!("certs_directory = \"{}\"\n", certs.display())).unwrap();
+        let layout = Layout::prepare(config).unwrap();
+        let cso = certs.join("client/cso");
+        let key = cso.join("SECC_LEAF.key");
+        let chain = cso.join("CHAIN.pem");
+        fs::write(&key, b"key bytes").unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::chown(&key, None, Some(1)).unwrap();
+        fs::write(&chain, b"old chain").unwrap();
+
+        let mut tx = Transaction::new(&layout);
+        tx.rewrite(&chain, b"old chain".to_vec(), b"new chain")
+            .unwrap();
+        tx.remove(&key).unwrap();
+        tx.write(&cso.join("NEW.pem"), b"new", CERT_MODE).unwrap();
+        assert_eq!(
+            tx.changes(StoreOperation::Deleted),
+            vec![StoreChange {
+                operation: StoreOperation::Deleted,
+                ca: None,
+                leaf: Some(LeafCertificateType::V2G),
+            }]
+        );
+        assert!(!key.exists());
+        let undone = tx.rollback();
+        assert_eq!(undone.touched.len(), 3);
+
+        assert_eq!(fs::read(&chain).unwrap(), b"old chain");
+        assert_eq!(fs::read(&key).unwrap(), b"key bytes");
+        let meta = fs::metadata(&key).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!(meta.gid(), 1);
+        assert!(!cso.join("NEW.pem").exists());
+    }
 }
