@@ -25,5 +25,5 @@ pub mod verify;
 pub mod x509;
 
 pub use config::Config;
-pub use index::StoreUsage;
+pub use index::{StoreUsage, PARSE_CACHE_FILE};
 pub use security::EvseSecurity;

@@ -128,8 +128,11 @@ pub fn verify_chain(
             format!("the chain has more than {MAX_CHAIN_DEPTH} certificates"),
         );
     }
+    let Some(leaf_x509) = leaf.x509() else {
+        return ChainVerdict::new(V::Unknown, "the certificate cannot be read");
+    };
     if leaf.not_after < now {
-        return ChainVerdict::new(V::Expired, "the certificate has expired").at(0, &leaf.x509);
+        return ChainVerdict::new(V::Expired, "the certificate has expired").at(0, leaf_x509);
     }
     let at = match leaf_time {
         LeafTime::ValidNow => now,
@@ -166,7 +169,9 @@ fn build_store(anchors: &[&CertFacts]) -> Result<X509Store, openssl::error::Erro
     let mut builder = X509StoreBuilder::new()?;
     for cert in anchors {
         // A duplicate is refused by OpenSSL with an error we do not care about.
-        let _ = builder.add_cert(cert.x509.clone());
+        if let Some(x509) = cert.x509() {
+            let _ = builder.add_cert(x509.clone());
+        }
     }
     builder.set_flags(X509VerifyFlags::X509_STRICT | X509VerifyFlags::PARTIAL_CHAIN)?;
     Ok(builder.build())
@@ -180,11 +185,17 @@ fn judge(
     intermediates: &[&CertFacts],
     at: i64,
 ) -> Result<ChainVerdict, openssl::error::ErrorStack> {
+    let Some(leaf_x509) = leaf.x509() else {
+        return Ok(ChainVerdict::new(
+            CertificateValidationResult::Unknown,
+            "the certificate cannot be read",
+        ));
+    };
     let mut untrusted = Stack::new()?;
-    for cert in intermediates {
-        untrusted.push(cert.x509.clone())?;
+    for x509 in intermediates.iter().filter_map(|c| c.x509()) {
+        untrusted.push(x509.clone())?;
     }
-    let mut verdict = openssl_verify(store, &leaf.x509, &untrusted, at)?;
+    let mut verdict = openssl_verify(store, leaf_x509, &untrusted, at)?;
     // RFC 5280 4.1.2.5: notAfter is the last valid second; OpenSSL holds
     // it expired. One second earlier decides the same, unless a notBefore
     // is that very second, which then rejects: the safe side.
@@ -195,7 +206,7 @@ fn judge(
     } = &verdict
     {
         if *code == openssl_sys::X509_V_ERR_CERT_HAS_EXPIRED && unix_time(cert.not_after()) == at {
-            verdict = openssl_verify(store, &leaf.x509, &untrusted, at - 1)?;
+            verdict = openssl_verify(store, leaf_x509, &untrusted, at - 1)?;
         }
     }
     Ok(match verdict {

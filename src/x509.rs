@@ -5,6 +5,8 @@ use std::ops::Range;
 
 use foreign_types_shared::ForeignTypeRef;
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
+use std::sync::OnceLock;
+
 use openssl::hash::MessageDigest;
 use openssl::stack::Stack;
 use openssl::x509::{X509Ref, X509VerifyResult, X509};
@@ -223,11 +225,15 @@ pub fn public_key_fingerprint<T: openssl::pkey::HasPublic>(
 }
 
 /// The facts about one certificate that never change: computed once when
-/// it is parsed.
+/// it is parsed, or read back from the index's parse cache on disk, in
+/// which case the certificate itself is parsed only when first used.
 #[derive(Clone)]
 pub struct CertFacts {
-    /// The parsed certificate.
-    pub x509: X509,
+    /// The certificate, parsed from `encoding` on first use.
+    parsed: OnceLock<Option<X509>>,
+    /// Its encoding: a PEM block, or DER.
+    encoding: Vec<u8>,
+    encoding_is_der: bool,
     /// SHA-256 of the DER.
     pub fingerprint: Fingerprint,
     /// DER of the subject Name.
@@ -248,6 +254,40 @@ pub struct CertFacts {
     pub not_before: i64,
     /// notAfter, seconds since the epoch.
     pub not_after: i64,
+    /// OpenSSL's hash of the subject name, for `-CApath` links.
+    pub subject_hash: u32,
+    /// The subject's commonName, "" when it has none.
+    pub common_name: String,
+}
+
+/// The facts of [`CertFacts`] without the certificate, as the parse cache
+/// keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// SHA-256 of the DER.
+    pub fingerprint: Fingerprint,
+    /// DER of the subject Name.
+    pub subject_der: Vec<u8>,
+    /// DER of the issuer Name.
+    pub issuer_der: Vec<u8>,
+    /// subjectPublicKey bits.
+    pub key_bits: Vec<u8>,
+    /// Identity of the public key.
+    pub key_fingerprint: Option<Fingerprint>,
+    /// Canonical hex serial.
+    pub serial: String,
+    /// basicConstraints CA:TRUE.
+    pub is_ca: bool,
+    /// Self-signed.
+    pub self_signed: bool,
+    /// notBefore.
+    pub not_before: i64,
+    /// notAfter.
+    pub not_after: i64,
+    /// Subject name hash.
+    pub subject_hash: u32,
+    /// Subject commonName.
+    pub common_name: String,
 }
 
 /// Largest RSA modulus accepted, in bits.
@@ -303,19 +343,99 @@ impl CertFacts {
                 .is_ok_and(|k| x509.verify(&k).unwrap_or(false));
         // SAFETY: reads cached extension flags of a valid certificate.
         let flags = unsafe { openssl_sys::X509_get_extension_flags(x509.as_ptr()) };
+        let common_name = x509
+            .subject_name()
+            .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+            .next()
+            .and_then(|e| e.data().to_string().ok())
+            .unwrap_or_default();
         Ok(CertFacts {
             fingerprint: sha256(&der),
             key_bits: public_key_bits(&x509),
             is_ca: flags & openssl_sys::EXFLAG_CA != 0,
             not_before: unix_time(x509.not_before()),
             not_after: unix_time(x509.not_after()),
-            x509,
+            subject_hash: x509.subject_name_hash(),
+            common_name,
+            parsed: OnceLock::from(Some(x509)),
+            encoding: der,
+            encoding_is_der: true,
             subject_der,
             issuer_der,
             key_fingerprint,
             serial,
             self_signed,
         })
+    }
+
+    /// A certificate known from the parse cache: `facts` as computed when
+    /// `encoding` (a PEM block, or DER) was parsed; the certificate is
+    /// parsed again only when first used.
+    pub fn from_cache(encoding: Vec<u8>, encoding_is_der: bool, facts: Facts) -> CertFacts {
+        CertFacts {
+            parsed: OnceLock::new(),
+            encoding,
+            encoding_is_der,
+            fingerprint: facts.fingerprint,
+            subject_der: facts.subject_der,
+            issuer_der: facts.issuer_der,
+            key_bits: facts.key_bits,
+            key_fingerprint: facts.key_fingerprint,
+            serial: facts.serial,
+            is_ca: facts.is_ca,
+            self_signed: facts.self_signed,
+            not_before: facts.not_before,
+            not_after: facts.not_after,
+            subject_hash: facts.subject_hash,
+            common_name: facts.common_name,
+        }
+    }
+
+    /// The facts, for the parse cache.
+    pub fn facts(&self) -> Facts {
+        Facts {
+            fingerprint: self.fingerprint,
+            subject_der: self.subject_der.clone(),
+            issuer_der: self.issuer_der.clone(),
+            key_bits: self.key_bits.clone(),
+            key_fingerprint: self.key_fingerprint,
+            serial: self.serial.clone(),
+            is_ca: self.is_ca,
+            self_signed: self.self_signed,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            subject_hash: self.subject_hash,
+            common_name: self.common_name.clone(),
+        }
+    }
+
+    /// The certificate as PEM.
+    pub fn pem(&self) -> Option<Vec<u8>> {
+        self.x509()?.to_pem().ok()
+    }
+
+    /// The certificate. `None` only when an encoding the parse cache vouched
+    /// for does not parse (the cache was not written by this daemon's
+    /// OpenSSL): the certificate is then unusable, and said so once.
+    pub fn x509(&self) -> Option<&X509> {
+        self.parsed
+            .get_or_init(|| {
+                let parsed = if self.encoding_is_der {
+                    X509::from_der(&self.encoding)
+                } else {
+                    X509::from_pem(&self.encoding)
+                };
+                parsed
+                    .map_err(|e| {
+                        tracing::error!(
+                            subject = %self.common_name,
+                            "a certificate from the parse cache does not parse: {}",
+                            first_error(&e)
+                        )
+                    })
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// Hash data of this certificate, given its issuer's key bits.
@@ -340,13 +460,15 @@ impl CertFacts {
         if self.issuer_der != issuer.subject_der {
             return false;
         }
-        if issuer.x509.issued(&self.x509) != X509VerifyResult::OK {
+        let (Some(cert), Some(issuer)) = (self.x509(), issuer.x509()) else {
+            return false;
+        };
+        if issuer.issued(cert) != X509VerifyResult::OK {
             return false;
         }
         issuer
-            .x509
             .public_key()
-            .is_ok_and(|k| self.x509.verify(&k).unwrap_or(false))
+            .is_ok_and(|k| cert.verify(&k).unwrap_or(false))
     }
 
     /// notBefore ≤ now ≤ notAfter.
@@ -356,12 +478,7 @@ impl CertFacts {
 
     /// The subject's commonName, for logs and listings.
     pub fn common_name(&self) -> String {
-        self.x509
-            .subject_name()
-            .entries_by_nid(openssl::nid::Nid::COMMONNAME)
-            .next()
-            .and_then(|e| e.data().to_string().ok())
-            .unwrap_or_default()
+        self.common_name.clone()
     }
 }
 

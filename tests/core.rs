@@ -986,3 +986,52 @@ fn an_out_of_date_root_answers_expired() {
         );
     }
 }
+
+#[test]
+fn a_second_start_takes_the_parse_cache_and_parses_on_first_use() {
+    let pki = pki();
+    let store = TempStore::with_pki(&pki);
+    let cache = store.certs.join(evsec::PARSE_CACHE_FILE);
+    drop(store.open());
+    let text = fs::read_to_string(&cache).unwrap();
+    let cached: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(cached["openssl"], openssl::version::version());
+    let entries = cached["entries"].as_array().unwrap();
+    // The demo tree's distinct encodings: 4 roots, 2 Sub-CAs and 2 leaves.
+    assert!(entries.len() >= 8, "{}", entries.len());
+    let mode = fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // The next start reads the facts from the cache: a common name changed
+    // there is what the listing shows, so the certificate was not parsed.
+    let root_cn = CertFacts::new(pki.v2g_root.cert.clone())
+        .unwrap()
+        .common_name();
+    fs::write(
+        &cache,
+        text.replace(
+            &format!("\"common_name\":\"{root_cn}\""),
+            "\"common_name\":\"from the cache\"",
+        ),
+    )
+    .unwrap();
+    let sec = store.open();
+    let listed = sec.list_certificates(&[Ct::V2GRootCertificate]);
+    assert_eq!(listed[0].cert.common_name(), "from the cache");
+    // Verification parses the certificates it needs, on first use.
+    assert_eq!(
+        sec.verify_certificate(&pki.secc_chain_pem(), &[L::V2G])
+            .unwrap(),
+        V::Valid
+    );
+    drop(sec);
+
+    // A cache written by another OpenSSL is not used.
+    let other = fs::read_to_string(&cache)
+        .unwrap()
+        .replace(openssl::version::version(), "OpenSSL 0.9.8");
+    fs::write(&cache, other).unwrap();
+    let sec = store.open();
+    let listed = sec.list_certificates(&[Ct::V2GRootCertificate]);
+    assert_eq!(listed[0].cert.common_name(), root_cn);
+}

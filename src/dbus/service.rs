@@ -908,11 +908,13 @@ impl EvseSecurityInterface {
             .map(|c| {
                 let issuer = c
                     .cert
-                    .x509
-                    .issuer_name()
-                    .entries_by_nid(openssl::nid::Nid::COMMONNAME)
-                    .next()
-                    .and_then(|e| e.data().to_string().ok())
+                    .x509()
+                    .and_then(|x| {
+                        x.issuer_name()
+                            .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+                            .next()
+                            .and_then(|e| e.data().to_string().ok())
+                    })
                     .unwrap_or_default();
                 WireCertificateDetails {
                     certificate_type: c.certificate_type.as_str().to_owned(),

@@ -16,11 +16,12 @@ use crate::store::{
     self, BundleMode, Committed, FileKind, FileStamp, KeyIdentity, Layout, Touched,
 };
 use crate::types::{CaCertificateType, HashData};
-use crate::x509::{self, CertFacts, Fingerprint};
+use crate::x509::{self, CertFacts, Facts, Fingerprint};
 
 mod model;
 mod pairs;
 mod parse;
+mod parse_cache;
 
 pub use model::{
     hash_matches, issuer_path, sort_newest_first, Bundle, CertFile, KeyFile, Leaf, LeafDomain,
@@ -28,6 +29,7 @@ pub use model::{
 };
 use pairs::PairCache;
 use parse::{parse_in_parallel, read_key};
+pub use parse_cache::FILE_NAME as PARSE_CACHE_FILE;
 
 /// One file of the store, as read.
 #[derive(Debug, Clone)]
@@ -84,6 +86,10 @@ pub struct Index {
     parsed: HashMap<Fingerprint, Arc<CertFacts>>,
     /// Size of `parsed` after the last pruning of entries no file holds.
     parsed_at_prune: usize,
+    /// The parse cache read at start, emptied as the load takes from it.
+    on_disk: HashMap<Fingerprint, Facts>,
+    /// `parsed` differs from the parse cache on disk.
+    cache_stale: bool,
     /// Issuer links and hash data, computed once per pair of certificates.
     pairs: PairCache,
     usage: StoreUsage,
@@ -97,11 +103,14 @@ pub struct Index {
 impl Index {
     /// Reads the whole store.
     pub fn load(layout: Layout) -> Index {
+        let on_disk = parse_cache::load(&layout.config.certs_directory);
         let mut index = Index {
             layout,
             files: BTreeMap::new(),
             parsed: HashMap::new(),
             parsed_at_prune: 0,
+            on_disk,
+            cache_stale: false,
             pairs: PairCache::default(),
             usage: StoreUsage::default(),
             awaiting_tpm: BTreeSet::new(),
@@ -110,7 +119,24 @@ impl Index {
             generation: 0,
         };
         index.rescan();
+        // Entries of certificates that are gone make the file stale too.
+        index.cache_stale |= !index.on_disk.is_empty();
+        index.on_disk = HashMap::new();
+        index.save_parse_cache();
         index
+    }
+
+    /// Writes the parse cache when it no longer matches the certificates
+    /// the index holds; a failure only costs the next start its speed.
+    pub fn save_parse_cache(&mut self) {
+        if !self.cache_stale {
+            return;
+        }
+        let dir = &self.layout.config.certs_directory;
+        match parse_cache::save(dir, self.parsed.iter().map(|(k, c)| (k, c.as_ref()))) {
+            Ok(()) => self.cache_stale = false,
+            Err(e) => tracing::warn!("cannot write the parse cache in {}: {e}", dir.display()),
+        }
     }
 
     /// Lists every directory again and re-reads the files that changed.
@@ -239,14 +265,16 @@ impl Index {
     /// Puts a certificate the daemon parsed itself into the parse cache,
     /// under the encoding it writes (`X509::to_pem`).
     fn remember(&mut self, facts: &Arc<CertFacts>) {
-        let Ok(pem) = facts.x509.to_pem() else {
+        let Some(pem) = facts.pem() else {
             return;
         };
         let (blocks, _) = x509::pem_blocks(&pem);
         if let Some(block) = blocks.first() {
-            self.parsed
-                .entry(x509::sha256(&pem[block.range.clone()]))
-                .or_insert_with(|| facts.clone());
+            let key = x509::sha256(&pem[block.range.clone()]);
+            if let std::collections::hash_map::Entry::Vacant(entry) = self.parsed.entry(key) {
+                entry.insert(facts.clone());
+                self.cache_stale = true;
+            }
         }
     }
 
@@ -315,14 +343,28 @@ impl Index {
     /// Parses certificates (encoding, whether DER, the file that holds
     /// it) into the parse cache, on every core.
     fn parse_missing(&mut self, missing: &[(Fingerprint, &[u8], bool, &Path)]) {
-        let items: Vec<(Fingerprint, &[u8], bool)> = missing
+        // Known to the parse cache on disk: taken as they are, parsed when
+        // first used.
+        let mut unknown: Vec<(Fingerprint, &[u8], bool, &Path)> = Vec::new();
+        for &(key, encoding, der, path) in missing {
+            match self.on_disk.remove(&key) {
+                Some(facts) => {
+                    let cert = CertFacts::from_cache(encoding.to_vec(), der, facts);
+                    self.parsed.insert(key, Arc::new(cert));
+                }
+                None => unknown.push((key, encoding, der, path)),
+            }
+        }
+        let items: Vec<(Fingerprint, &[u8], bool)> = unknown
             .iter()
             .map(|(k, e, der, _)| (*k, *e, *der))
             .collect();
-        for ((key, parsed), (_, _, _, path)) in parse_in_parallel(&items).into_iter().zip(missing) {
+        for ((key, parsed), (_, _, _, path)) in parse_in_parallel(&items).into_iter().zip(&unknown)
+        {
             match parsed {
                 Ok(facts) => {
                     self.parsed.insert(key, Arc::new(facts));
+                    self.cache_stale = true;
                 }
                 Err(reason) => {
                     tracing::warn!(path = %path.display(), %reason, "certificate does not parse; left alone")
@@ -571,7 +613,9 @@ impl Index {
         let live: HashSet<Fingerprint> = cert_files()
             .flat_map(|f| f.certs.iter().map(|c| c.fingerprint))
             .collect();
+        let before = self.parsed.len();
         self.parsed.retain(|key, _| live_encodings.contains(key));
+        self.cache_stale |= self.parsed.len() != before;
         self.pairs.retain(&live);
         self.parsed_at_prune = self.parsed.len();
     }

@@ -550,7 +550,7 @@ impl Bundle {
             .nodes
             .iter()
             .flat_map(|n| {
-                let hash = n.cert.x509.subject_name_hash();
+                let hash = n.cert.subject_hash;
                 n.files
                     .iter()
                     .filter(|f| f.extension().is_some_and(|e| e == "pem"))

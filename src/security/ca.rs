@@ -42,7 +42,10 @@ impl EvseSecurity {
             return refused(R::InvalidCertificateChain);
         }
         if ca == CaCertificateType::V2G {
-            if let Err(reason) = crate::iso15118::check_v2g_ca(&cert.x509, cert.self_signed) {
+            let Some(x509) = cert.x509() else {
+                return Outcome::unchanged(R::InvalidFormat);
+            };
+            if let Err(reason) = crate::iso15118::check_v2g_ca(x509, cert.self_signed) {
                 tracing::warn!(subject = %cert.common_name(), %reason, "V2G CA certificate refused: not the ISO 15118-2 profile");
                 return refused(R::InvalidCertificateChain);
             }
@@ -69,9 +72,8 @@ impl EvseSecurity {
                 tracing::warn!(ca = %ca, subject = %cert.common_name(), %result, "CA certificate refused");
                 return Err(result);
             }
-            let pem = match cert.x509.to_pem() {
-                Ok(p) => p,
-                Err(_) => return Err(R::InvalidFormat),
+            let Some(pem) = cert.pem() else {
+                return Err(R::InvalidFormat);
             };
             if !snap.usage.fits(1, pem.len() as u64, limits) {
                 tracing::warn!(ca = %ca, "store full; install refused");

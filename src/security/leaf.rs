@@ -194,11 +194,7 @@ impl EvseSecurity {
         if new_leaf.common_name().is_empty() {
             return Ok(Outcome::unchanged(R::InvalidCommonName));
         }
-        let Ok(pems) = chain
-            .iter()
-            .map(|c| c.x509.to_pem())
-            .collect::<Result<Vec<_>, _>>()
-        else {
+        let Some(pems) = chain.iter().map(CertFacts::pem).collect::<Option<Vec<_>>>() else {
             return Ok(Outcome::unchanged(R::InvalidFormat));
         };
         let limits = &self.config().limits;
@@ -420,7 +416,7 @@ impl EvseSecurity {
             certificate_root: with_root
                 .then(|| leaf.issuers.last().filter(|r| r.self_signed))
                 .flatten()
-                .and_then(|r| r.x509.to_pem().ok())
+                .and_then(|r| r.pem())
                 .map(|p| String::from_utf8_lossy(&p).into_owned()),
             certificate_count: chain_file.map_or(1, |f| f.certs.len() as i32),
             // A TPM key is never password-protected.

@@ -332,6 +332,7 @@ impl EvseSecurity {
         }
         self.schedule_tpm_retry(&mut writer);
         self.publish(&mut writer);
+        writer.index.save_parse_cache();
     }
 
     /// Whether a PEM argument is within `limits.max_pem_bytes`. Oversized

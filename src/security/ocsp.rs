@@ -32,7 +32,7 @@ fn request_entries<'a>(
         if cert.self_signed {
             break;
         }
-        let Some(url) = x509::ocsp_url(&cert.x509) else {
+        let Some(url) = cert.x509().and_then(|c| x509::ocsp_url(c)) else {
             continue;
         };
         let hash = cert.hash_data(HashAlgorithm::SHA256, &issuer.key_bits);
@@ -116,7 +116,10 @@ impl EvseSecurity {
             let Some(subject) = ocsp_subject(snap, query) else {
                 return Err(Ok(R::NotFound));
             };
-            if let Err(e) = x509::check_ocsp_response(&der, &subject.cert.x509, &subject.issuer.x509) {
+            let (Some(cert), Some(issuer)) = (subject.cert.x509(), subject.issuer.x509()) else {
+                return Err(Ok(R::InvalidFormat));
+            };
+            if let Err(e) = x509::check_ocsp_response(&der, cert, issuer) {
                 tracing::warn!(subject = %subject.cert.common_name(), error = %e, "OCSP response refused");
                 return Err(Ok(R::InvalidFormat));
             }
