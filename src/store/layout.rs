@@ -323,7 +323,12 @@ impl Layout {
     /// Removes temporary files that a crash left behind.
     pub fn remove_stale_temp_files(&self) {
         self.finish_group_writes();
-        for dir in self.watched_dirs() {
+        // The store's own root too, where the parse cache is written.
+        let mut dirs = self.watched_dirs();
+        if !dirs.contains(&self.config.certs_directory) {
+            dirs.push(self.config.certs_directory.clone());
+        }
+        for dir in dirs {
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
             };
