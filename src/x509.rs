@@ -226,14 +226,22 @@ pub fn public_key_fingerprint<T: openssl::pkey::HasPublic>(
 
 /// The facts about one certificate that never change: computed once when
 /// it is parsed, or read back from the index's parse cache on disk, in
-/// which case the certificate itself is parsed only when first used.
+/// which case the certificate itself is parsed only when first used. The
+/// facts read as fields of the certificate (`cert.fingerprint`).
 #[derive(Clone)]
 pub struct CertFacts {
+    facts: Facts,
     /// The certificate, parsed from `encoding` on first use.
     parsed: OnceLock<Option<X509>>,
     /// Its encoding: a PEM block, or DER.
     encoding: Vec<u8>,
     encoding_is_der: bool,
+}
+
+/// What the index knows of a certificate without parsing it again, as the
+/// parse cache keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
     /// SHA-256 of the DER.
     pub fingerprint: Fingerprint,
     /// DER of the subject Name.
@@ -260,34 +268,12 @@ pub struct CertFacts {
     pub common_name: String,
 }
 
-/// The facts of [`CertFacts`] without the certificate, as the parse cache
-/// keeps them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Facts {
-    /// SHA-256 of the DER.
-    pub fingerprint: Fingerprint,
-    /// DER of the subject Name.
-    pub subject_der: Vec<u8>,
-    /// DER of the issuer Name.
-    pub issuer_der: Vec<u8>,
-    /// subjectPublicKey bits.
-    pub key_bits: Vec<u8>,
-    /// Identity of the public key.
-    pub key_fingerprint: Option<Fingerprint>,
-    /// Canonical hex serial.
-    pub serial: String,
-    /// basicConstraints CA:TRUE.
-    pub is_ca: bool,
-    /// Self-signed.
-    pub self_signed: bool,
-    /// notBefore.
-    pub not_before: i64,
-    /// notAfter.
-    pub not_after: i64,
-    /// Subject name hash.
-    pub subject_hash: u32,
-    /// Subject commonName.
-    pub common_name: String,
+impl std::ops::Deref for CertFacts {
+    type Target = Facts;
+
+    fn deref(&self) -> &Facts {
+        &self.facts
+    }
 }
 
 /// Largest RSA modulus accepted, in bits.
@@ -349,7 +335,7 @@ impl CertFacts {
             .next()
             .and_then(|e| e.data().to_string().ok())
             .unwrap_or_default();
-        Ok(CertFacts {
+        let facts = Facts {
             fingerprint: sha256(&der),
             key_bits: public_key_bits(&x509),
             is_ca: flags & openssl_sys::EXFLAG_CA != 0,
@@ -357,14 +343,17 @@ impl CertFacts {
             not_after: unix_time(x509.not_after()),
             subject_hash: x509.subject_name_hash(),
             common_name,
-            parsed: OnceLock::from(Some(x509)),
-            encoding: der,
-            encoding_is_der: true,
             subject_der,
             issuer_der,
             key_fingerprint,
             serial,
             self_signed,
+        };
+        Ok(CertFacts {
+            facts,
+            parsed: OnceLock::from(Some(x509)),
+            encoding: der,
+            encoding_is_der: true,
         })
     }
 
@@ -373,40 +362,16 @@ impl CertFacts {
     /// parsed again only when first used.
     pub fn from_cache(encoding: Vec<u8>, encoding_is_der: bool, facts: Facts) -> CertFacts {
         CertFacts {
+            facts,
             parsed: OnceLock::new(),
             encoding,
             encoding_is_der,
-            fingerprint: facts.fingerprint,
-            subject_der: facts.subject_der,
-            issuer_der: facts.issuer_der,
-            key_bits: facts.key_bits,
-            key_fingerprint: facts.key_fingerprint,
-            serial: facts.serial,
-            is_ca: facts.is_ca,
-            self_signed: facts.self_signed,
-            not_before: facts.not_before,
-            not_after: facts.not_after,
-            subject_hash: facts.subject_hash,
-            common_name: facts.common_name,
         }
     }
 
     /// The facts, for the parse cache.
-    pub fn facts(&self) -> Facts {
-        Facts {
-            fingerprint: self.fingerprint,
-            subject_der: self.subject_der.clone(),
-            issuer_der: self.issuer_der.clone(),
-            key_bits: self.key_bits.clone(),
-            key_fingerprint: self.key_fingerprint,
-            serial: self.serial.clone(),
-            is_ca: self.is_ca,
-            self_signed: self.self_signed,
-            not_before: self.not_before,
-            not_after: self.not_after,
-            subject_hash: self.subject_hash,
-            common_name: self.common_name.clone(),
-        }
+    pub fn facts(&self) -> &Facts {
+        &self.facts
     }
 
     /// The certificate as PEM.

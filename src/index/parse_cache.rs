@@ -102,7 +102,7 @@ pub fn save<'a>(
 ) -> std::io::Result<()> {
     let entries = parsed
         .map(|(key, cert)| {
-            let f = cert.facts();
+            let f = cert.facts().clone();
             Entry {
                 encoding: hex(key),
                 fingerprint: hex(&f.fingerprint),
@@ -180,7 +180,7 @@ mod tests {
         save(dir.path(), [(&key, &cert)].into_iter()).unwrap();
         let loaded = load(dir.path());
         assert_eq!(loaded.len(), 1);
-        assert_eq!(loaded[&key], cert.facts());
+        assert_eq!(&loaded[&key], cert.facts());
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(path(dir.path())).unwrap().permissions(),
         );
