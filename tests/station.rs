@@ -84,6 +84,7 @@ const CHECKS: &[&str] = &[
     "restart.back_after_kill",
     "restart.same_listing",
     "restart.same_files",
+    "restart.parse_cache_mode",
     "restart.mo_gone",
     "activation.stopped",
     "activation.answer",

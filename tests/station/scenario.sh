@@ -70,7 +70,7 @@ wait_active() {
     return 1
 }
 tree_digest() {
-    (cd /var/lib/evsec && find . -type f ! -name .evsecd.lock | LC_ALL=C sort | xargs -r sha256sum | sha256sum | cut -d' ' -f1)
+    (cd /var/lib/evsec && find . -type f ! -name .evsecd.lock ! -name .evsecd-parse-cache | LC_ALL=C sort | xargs -r sha256sum | sha256sum | cut -d' ' -f1)
 }
 # wait_port PORT: until something listens on 127.0.0.1:PORT.
 wait_port() {
@@ -308,6 +308,8 @@ systemctl kill -s KILL evsecd
 if wait_active "$pid"; then ok restart.back_after_kill; else fail restart.back_after_kill "$(systemctl status evsecd 2>&1 | tail -n 5)"; fi
 check restart.same_listing "$listing" "$(bus root GetInstalledCertificates as 0 | jq -c .)"
 check restart.same_files "$tree" "$(tree_digest)"
+# The parse cache is the daemon's own file, never readable by others.
+check restart.parse_cache_mode "600 evsec" "$(stat -c '%a %U' "$STORE/.evsecd-parse-cache")"
 check restart.mo_gone false "$(data "$(bus secc IsCaCertificateInstalled s MO)")"
 
 # --- stopped: the next call starts it through bus activation -------------------
