@@ -168,25 +168,14 @@ fn store_response(
     };
     // The .der first: a crash in between leaves an orphan .der that garbage
     // collection removes, never a .hash pointing at a missing response.
-    write_or_rewrite(tx, &der_path, der)?;
+    tx.put(&der_path, |_| der.to_vec())?;
     let hash = cert.hash_data(HashAlgorithm::SHA256, issuer_key_bits);
-    write_or_rewrite(tx, &hash_path, store::ocsp_hash_text(&hash).as_bytes())?;
+    tx.put(&hash_path, |_| store::ocsp_hash_text(&hash).into_bytes())?;
     for stale in existing {
         tx.remove(&stale.der_path)?;
         tx.remove(&stale.hash_path)?;
     }
     Ok(())
-}
-
-/// Writes a file of the OCSP cache, over the one there.
-fn write_or_rewrite(tx: &mut Transaction, path: &Path, data: &[u8]) -> std::io::Result<()> {
-    match std::fs::read(path) {
-        Ok(old) => tx.rewrite(path, old, data),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tx.write(path, data, store::CERT_MODE)
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// A certificate that may have a cached OCSP response, with its issuer and

@@ -175,12 +175,27 @@ impl<'a> Transaction<'a> {
     /// Appends a certificate to a file-mode bundle, keeping every byte
     /// already there (a missing file is created).
     pub fn append_certificate(&mut self, path: &Path, pem: &[u8]) -> io::Result<()> {
+        self.put(path, |old| match old {
+            Some(old) => bundle_file::appended(old, pem),
+            None => pem.to_vec(),
+        })
+    }
+
+    /// Writes a file whole, as a new file of mode 0644 or over the one
+    /// there; `content` makes the new bytes from the old, if any.
+    pub fn put(
+        &mut self,
+        path: &Path,
+        content: impl FnOnce(Option<&[u8]>) -> Vec<u8>,
+    ) -> io::Result<()> {
         match fs::read(path) {
             Ok(old) => {
-                let new = bundle_file::appended(&old, pem);
+                let new = content(Some(&old));
                 self.rewrite(path, old, &new)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => self.write(path, pem, CERT_MODE),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.write(path, &content(None), CERT_MODE)
+            }
             Err(e) => Err(e),
         }
     }
