@@ -130,9 +130,9 @@ impl Roles {
     }
 
     fn domain_key_gids(&self, leaf: LeafCertificateType) -> &[u32] {
-        match leaf {
-            LeafCertificateType::V2G => &self.v2g_key_gids,
-            LeafCertificateType::CSMS => &self.csms_key_gids,
+        match leaf.stored_in() {
+            Some(LeafCertificateType::V2G) => &self.v2g_key_gids,
+            Some(LeafCertificateType::CSMS) => &self.csms_key_gids,
             _ => &[],
         }
     }

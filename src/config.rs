@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::types::{CaCertificateType, LeafCertificateType};
+use crate::x509::CsrKey;
 
 /// A configuration that cannot be used. The message is one line and names
 /// the file, key or path at fault.
@@ -45,6 +46,7 @@ struct RawConfig {
     mf_ca_bundle: Option<PathBuf>,
     mo_ca_bundle: Option<PathBuf>,
     v2g_ca_bundle: Option<PathBuf>,
+    oem_ca_bundle: Option<PathBuf>,
     csms_leaf_cert_directory: Option<PathBuf>,
     csms_leaf_key_directory: Option<PathBuf>,
     secc_leaf_cert_directory: Option<PathBuf>,
@@ -199,11 +201,35 @@ impl Default for Gc {
 pub struct Iso15118 {
     /// SECC leaves must carry `DC=CPO` ([V2G2-925], contract §11.1).
     pub require_dc: bool,
+    /// The key of a `V2G20` CSR.
+    pub v2g20_key: V2g20Key,
 }
 
 impl Default for Iso15118 {
     fn default() -> Self {
-        Iso15118 { require_dc: true }
+        Iso15118 {
+            require_dc: true,
+            v2g20_key: V2g20Key::P521,
+        }
+    }
+}
+
+/// `[iso15118] v2g20_key`: the two keys of an ISO 15118-20 SECC leaf.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum V2g20Key {
+    /// NIST P-521, signed with ECDSA-SHA512.
+    P521,
+    /// Ed448, signed with pure Ed448.
+    Ed448,
+}
+
+impl V2g20Key {
+    /// The key a `V2G20` CSR is made with.
+    pub fn csr_key(self) -> CsrKey {
+        match self {
+            V2g20Key::P521 => CsrKey::P521,
+            V2g20Key::Ed448 => CsrKey::Ed448,
+        }
     }
 }
 
@@ -220,6 +246,8 @@ pub struct Config {
     pub mo_ca_bundle: PathBuf,
     /// V2G root bundle.
     pub v2g_ca_bundle: PathBuf,
+    /// Vehicle OEM root bundle (ISO 15118-20).
+    pub oem_ca_bundle: PathBuf,
     /// OCPP client certificates.
     pub csms_leaf_cert_directory: PathBuf,
     /// OCPP client keys.
@@ -294,6 +322,7 @@ impl Config {
             mf_ca_bundle: resolve(raw.mf_ca_bundle, "ca/mf/MF_ROOT_CA.pem", "mf_ca_bundle")?,
             mo_ca_bundle: resolve(raw.mo_ca_bundle, "ca/mo/MO_ROOT_CA.pem", "mo_ca_bundle")?,
             v2g_ca_bundle: resolve(raw.v2g_ca_bundle, "ca/v2g/V2G_ROOT_CA.pem", "v2g_ca_bundle")?,
+            oem_ca_bundle: resolve(raw.oem_ca_bundle, "ca/oem/OEM_ROOT_CA.pem", "oem_ca_bundle")?,
             csms_leaf_cert_directory: resolve(
                 raw.csms_leaf_cert_directory,
                 "client/csms",
@@ -390,6 +419,7 @@ impl Config {
             CaCertificateType::MO => &self.mo_ca_bundle,
             CaCertificateType::CSMS => &self.csms_ca_bundle,
             CaCertificateType::MF => &self.mf_ca_bundle,
+            CaCertificateType::OEM => &self.oem_ca_bundle,
         }
     }
 
@@ -400,21 +430,22 @@ impl Config {
             CaCertificateType::MO => "mo_ca_bundle",
             CaCertificateType::CSMS => "csms_ca_bundle",
             CaCertificateType::MF => "mf_ca_bundle",
+            CaCertificateType::OEM => "oem_ca_bundle",
         }
     }
 
-    /// Certificate and key directories of a leaf domain; `None` for MF/MO.
+    /// Certificate and key directories of a leaf type (the SECC's for
+    /// `V2G` and `V2G20`); `None` for the types the station keeps no leaf of.
     pub fn leaf_dirs(&self, leaf: LeafCertificateType) -> Option<(&Path, &Path)> {
-        match leaf {
+        match leaf.stored_in()? {
             LeafCertificateType::CSMS => Some((
                 &self.csms_leaf_cert_directory,
                 &self.csms_leaf_key_directory,
             )),
-            LeafCertificateType::V2G => Some((
+            _ => Some((
                 &self.secc_leaf_cert_directory,
                 &self.secc_leaf_key_directory,
             )),
-            LeafCertificateType::MF | LeafCertificateType::MO => None,
         }
     }
 }

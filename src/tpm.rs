@@ -27,7 +27,7 @@ use openssl::provider::Provider;
 use openssl::x509::X509Req;
 
 use crate::config;
-use crate::x509::{self, CsrSubject, Fingerprint};
+use crate::x509::{self, CsrKey, CsrSubject, Fingerprint};
 
 /// The environment variable tpm2-openssl reads its TCTI from.
 pub const TCTI_VARIABLE: &str = "TPM2OPENSSL_TCTI";
@@ -147,8 +147,9 @@ impl Session {
         })
     }
 
-    /// A fresh EC P-256 key, generated inside the TPM.
-    fn generate_p256(&self) -> Result<PKey<Private>, TpmError> {
+    /// A fresh EC key on `curve` (an OpenSSL group name), generated inside
+    /// the TPM.
+    fn generate_ec(&self, curve: &CStr) -> Result<PKey<Private>, TpmError> {
         // SAFETY: the context and strings outlive the call; for "EC" the one
         // variadic argument is the curve name. A non-null result is an
         // owned EVP_PKEY.
@@ -157,7 +158,7 @@ impl Session {
                 self.ctx.as_ptr(),
                 self.propquery.as_ptr(),
                 c"EC".as_ptr(),
-                c"P-256".as_ptr(),
+                curve.as_ptr(),
             )
         };
         if key.is_null() {
@@ -167,10 +168,11 @@ impl Session {
         Ok(unsafe { PKey::from_ptr(key) })
     }
 
-    /// Signs `req` with the TPM key `key` (ECDSA-SHA256). The signature is
-    /// fetched from this session: the default library context would pick
-    /// the default provider, which cannot use a key it cannot export.
-    fn sign_csr(&self, req: &X509Req, key: &PKey<Private>) -> Result<(), TpmError> {
+    /// Signs `req` with the TPM key `key` (ECDSA with `digest`). The
+    /// signature is fetched from this session: the default library context
+    /// would pick the default provider, which cannot use a key it cannot
+    /// export.
+    fn sign_csr(&self, req: &X509Req, key: &PKey<Private>, digest: &CStr) -> Result<(), TpmError> {
         let md = MdCtx::new().map_err(|e| TpmError::Signing(x509::first_error(&e)))?;
         // SAFETY: all pointers are valid and outlive the calls; `md` owns
         // the signing context, which it frees on drop.
@@ -178,7 +180,7 @@ impl Session {
             EVP_DigestSignInit_ex(
                 md.as_ptr(),
                 ptr::null_mut(),
-                c"SHA256".as_ptr(),
+                digest.as_ptr(),
                 self.ctx.as_ptr(),
                 self.propquery.as_ptr(),
                 key.as_ptr(),
@@ -260,16 +262,27 @@ pub fn probe(tpm: &config::Tpm) -> Result<String, TpmError> {
 }
 
 /// A TPM key and a CSR signed by it: the key file's TSS2 PEM and the CSR
-/// PEM.
+/// PEM. A TPM 2.0 has no Ed448; P-521 only where the TPM implements the
+/// curve.
 pub fn generate_csr(
     tpm: &config::Tpm,
     subject: &CsrSubject,
+    csr_key: CsrKey,
 ) -> Result<(Vec<u8>, String), TpmError> {
+    let (curve, digest) = match csr_key {
+        CsrKey::P256 => (c"P-256", c"SHA256"),
+        CsrKey::P521 => (c"P-521", c"SHA512"),
+        CsrKey::Ed448 => {
+            return Err(TpmError::KeyGen(
+                "TPM 2.0 defines no Ed448 key; set [iso15118] v2g20_key = \"P521\"".into(),
+            ))
+        }
+    };
     let session = Session::open(tpm)?;
-    let key = session.generate_p256()?;
+    let key = session.generate_ec(curve)?;
     let signing = |e: ErrorStack| TpmError::Signing(x509::first_error(&e));
     let req = x509::unsigned_csr(subject, &key).map_err(signing)?.build();
-    session.sign_csr(&req, &key)?;
+    session.sign_csr(&req, &key, digest)?;
     let csr = req.to_pem().map_err(signing)?;
     let pem = key
         .private_key_to_pem_pkcs8()
@@ -350,7 +363,7 @@ mod tests {
             common_name: "CN".into(),
         };
         assert!(matches!(
-            generate_csr(&tpm, &subject),
+            generate_csr(&tpm, &subject, CsrKey::P256),
             Err(TpmError::Disabled)
         ));
         assert!(matches!(

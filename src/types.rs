@@ -73,12 +73,30 @@ macro_rules! contract_enum {
 
 contract_enum! {
     /// A CA bundle.
-    CaCertificateType { V2G = "V2G", MO = "MO", CSMS = "CSMS", MF = "MF" }
+    CaCertificateType {
+        V2G = "V2G",
+        MO = "MO",
+        CSMS = "CSMS",
+        MF = "MF",
+        /// Roots of vehicle OEMs, for ISO 15118-20 mutual TLS (§11.1).
+        OEM = "OEM",
+    }
 }
 
 contract_enum! {
     /// A leaf domain, or a trust-anchor selector for verification.
-    LeafCertificateType { CSMS = "CSMS", V2G = "V2G", MF = "MF", MO = "MO" }
+    LeafCertificateType {
+        CSMS = "CSMS",
+        V2G = "V2G",
+        MF = "MF",
+        MO = "MO",
+        /// The SECC's ISO 15118-20 leaf: P-521 or Ed448, in the SECC
+        /// directories beside the -2 leaves (§11.1).
+        V2G20 = "V2G20",
+        /// A vehicle chain, checked against the OEM roots; for
+        /// `VerifyCertificate` only.
+        OEM = "OEM",
+    }
 }
 
 contract_enum! {
@@ -89,6 +107,21 @@ contract_enum! {
         CSMSRootCertificate = "CSMSRootCertificate",
         V2GCertificateChain = "V2GCertificateChain",
         MFRootCertificate = "MFRootCertificate",
+        OEMRootCertificate = "OEMRootCertificate",
+    }
+}
+
+contract_enum! {
+    /// The key of a certificate, as CertificateInfo's `key_algorithm`
+    /// names it (§11.1). `Other` is evsec's name for any other key
+    /// (Ed25519, P-224, brainpool curves, DSA).
+    KeyAlgorithm {
+        P256 = "P256",
+        P384 = "P384",
+        P521 = "P521",
+        Ed448 = "Ed448",
+        RSA = "RSA",
+        Other = "Other",
     }
 }
 
@@ -172,6 +205,9 @@ contract_enum! {
     StoreOperation { Installed = "Installed", Deleted = "Deleted" }
 }
 
+/// How many CA bundles there are, for per-bundle arrays.
+pub const BUNDLES: usize = CaCertificateType::ALL.len();
+
 impl CaCertificateType {
     /// Position in [`CaCertificateType::ALL`], for per-bundle arrays.
     pub fn slot(self) -> usize {
@@ -185,6 +221,7 @@ impl CaCertificateType {
             CaCertificateType::MO => CertificateType::MORootCertificate,
             CaCertificateType::CSMS => CertificateType::CSMSRootCertificate,
             CaCertificateType::MF => CertificateType::MFRootCertificate,
+            CaCertificateType::OEM => CertificateType::OEMRootCertificate,
         }
     }
 }
@@ -197,6 +234,29 @@ impl LeafCertificateType {
             LeafCertificateType::V2G => CaCertificateType::V2G,
             LeafCertificateType::MF => CaCertificateType::MF,
             LeafCertificateType::MO => CaCertificateType::MO,
+            LeafCertificateType::V2G20 => CaCertificateType::V2G,
+            LeafCertificateType::OEM => CaCertificateType::OEM,
+        }
+    }
+
+    /// The leaf directories that hold this type: the SECC's hold both `V2G`
+    /// and `V2G20`. `None` for the types the station keeps no leaf of.
+    pub fn stored_in(self) -> Option<LeafCertificateType> {
+        match self {
+            LeafCertificateType::CSMS => Some(LeafCertificateType::CSMS),
+            LeafCertificateType::V2G | LeafCertificateType::V2G20 => Some(LeafCertificateType::V2G),
+            LeafCertificateType::MF | LeafCertificateType::MO | LeafCertificateType::OEM => None,
+        }
+    }
+
+    /// Whether a leaf with this key is of this type. A SECC leaf's key
+    /// makes its type: P-256 is `V2G` (ISO 15118-2), P-521 or Ed448 is
+    /// `V2G20`. Every other type takes any key.
+    pub fn fits_key(self, key: KeyAlgorithm) -> bool {
+        match self {
+            LeafCertificateType::V2G => key == KeyAlgorithm::P256,
+            LeafCertificateType::V2G20 => matches!(key, KeyAlgorithm::P521 | KeyAlgorithm::Ed448),
+            _ => true,
         }
     }
 }
@@ -209,6 +269,7 @@ impl CertificateType {
             CertificateType::MORootCertificate => Some(CaCertificateType::MO),
             CertificateType::CSMSRootCertificate => Some(CaCertificateType::CSMS),
             CertificateType::MFRootCertificate => Some(CaCertificateType::MF),
+            CertificateType::OEMRootCertificate => Some(CaCertificateType::OEM),
             CertificateType::V2GCertificateChain => None,
         }
     }
@@ -357,7 +418,7 @@ mod tests {
         let err = "v2g".parse::<CaCertificateType>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "`v2g` is not a valid CaCertificateType; expected one of: V2G, MO, CSMS, MF"
+            "`v2g` is not a valid CaCertificateType; expected one of: V2G, MO, CSMS, MF, OEM"
         );
     }
 

@@ -11,7 +11,7 @@ use openssl::hash::MessageDigest;
 use openssl::stack::Stack;
 use openssl::x509::{X509Ref, X509VerifyResult, X509};
 
-use crate::types::{HashAlgorithm, HashData};
+use crate::types::{HashAlgorithm, HashData, KeyAlgorithm};
 
 mod ffi {
     extern "C" {
@@ -266,6 +266,8 @@ pub struct Facts {
     pub subject_hash: u32,
     /// The subject's commonName, "" when it has none.
     pub common_name: String,
+    /// The subject's key.
+    pub key_algorithm: KeyAlgorithm,
 }
 
 impl std::ops::Deref for CertFacts {
@@ -273,6 +275,24 @@ impl std::ops::Deref for CertFacts {
 
     fn deref(&self) -> &Facts {
         &self.facts
+    }
+}
+
+/// The algorithm of a certificate's public key.
+pub fn key_algorithm(x509: &X509Ref) -> KeyAlgorithm {
+    let Ok(key) = x509.public_key() else {
+        return KeyAlgorithm::Other;
+    };
+    match key.id() {
+        openssl::pkey::Id::RSA => KeyAlgorithm::RSA,
+        openssl::pkey::Id::ED448 => KeyAlgorithm::Ed448,
+        openssl::pkey::Id::EC => match key.ec_key().ok().and_then(|k| k.group().curve_name()) {
+            Some(openssl::nid::Nid::X9_62_PRIME256V1) => KeyAlgorithm::P256,
+            Some(openssl::nid::Nid::SECP384R1) => KeyAlgorithm::P384,
+            Some(openssl::nid::Nid::SECP521R1) => KeyAlgorithm::P521,
+            _ => KeyAlgorithm::Other,
+        },
+        _ => KeyAlgorithm::Other,
     }
 }
 
@@ -336,6 +356,7 @@ impl CertFacts {
             .and_then(|e| e.data().to_string().ok())
             .unwrap_or_default();
         let facts = Facts {
+            key_algorithm: key_algorithm(&x509),
             fingerprint: sha256(&der),
             key_bits: public_key_bits(&x509),
             is_ca: flags & openssl_sys::EXFLAG_CA != 0,
@@ -477,21 +498,62 @@ pub struct CsrSubject {
     pub common_name: String,
 }
 
-/// A fresh EC P-256 key and a CSR for it: subject C, O, CN, DC=CPO;
-/// keyUsage digitalSignature and keyAgreement; basicConstraints critical
-/// CA:FALSE; signed with ECDSA-SHA256.
+/// The keys the station's CSRs are made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsrKey {
+    /// NIST P-256 with ECDSA-SHA256: ISO 15118-2 and the OCPP client.
+    P256,
+    /// NIST P-521 with ECDSA-SHA512: ISO 15118-20.
+    P521,
+    /// Ed448, pure EdDSA: ISO 15118-20.
+    Ed448,
+}
+
+impl CsrKey {
+    /// The key algorithm, as CertificateInfo names it.
+    pub fn algorithm(self) -> KeyAlgorithm {
+        match self {
+            CsrKey::P256 => KeyAlgorithm::P256,
+            CsrKey::P521 => KeyAlgorithm::P521,
+            CsrKey::Ed448 => KeyAlgorithm::Ed448,
+        }
+    }
+
+    /// The digest of its signatures: none for Ed448, which hashes by itself.
+    pub fn digest(self) -> MessageDigest {
+        match self {
+            CsrKey::P256 => MessageDigest::sha256(),
+            CsrKey::P521 => MessageDigest::sha512(),
+            CsrKey::Ed448 => MessageDigest::null(),
+        }
+    }
+}
+
+/// A fresh `key` and a CSR for it, signed with [`CsrKey::digest`]: subject
+/// C, O, CN, DC=CPO; basicConstraints critical CA:FALSE; keyUsage critical
+/// digitalSignature, plus keyAgreement for an EC key (ISO 15118-2 Annex F,
+/// ISO 15118-20 Annex B).
 pub fn generate_csr(
     subject: &CsrSubject,
+    key: CsrKey,
 ) -> Result<(openssl::pkey::PKey<openssl::pkey::Private>, String), openssl::error::ErrorStack> {
     use openssl::ec::{EcGroup, EcKey};
     use openssl::nid::Nid;
+    use openssl::pkey::PKey;
 
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
-    let key = openssl::pkey::PKey::from_ec_key(EcKey::generate(&group)?)?;
-    let mut req = unsigned_csr(subject, &key)?;
-    req.sign(&key, MessageDigest::sha256())?;
+    let curve = |nid: Nid| -> Result<PKey<openssl::pkey::Private>, openssl::error::ErrorStack> {
+        let group = EcGroup::from_curve_name(nid)?;
+        PKey::from_ec_key(EcKey::generate(&group)?)
+    };
+    let private = match key {
+        CsrKey::P256 => curve(Nid::X9_62_PRIME256V1)?,
+        CsrKey::P521 => curve(Nid::SECP521R1)?,
+        CsrKey::Ed448 => PKey::generate_ed448()?,
+    };
+    let mut req = unsigned_csr(subject, &private)?;
+    req.sign(&private, key.digest())?;
     let pem = req.build().to_pem()?;
-    Ok((key, String::from_utf8_lossy(&pem).into_owned()))
+    Ok((private, String::from_utf8_lossy(&pem).into_owned()))
 }
 
 /// The CSR of [`generate_csr`] for `key`, not yet signed.
@@ -513,14 +575,15 @@ pub fn unsigned_csr(
     req.set_version(0)?;
     req.set_subject_name(&name)?;
     req.set_pubkey(key)?;
+    let mut usage = KeyUsage::new();
+    usage.critical().digital_signature();
+    // Key agreement is what an EC key can do besides signing; an Ed448 key
+    // cannot.
+    if key.id() == openssl::pkey::Id::EC {
+        usage.key_agreement();
+    }
     let mut extensions = Stack::new()?;
-    extensions.push(
-        KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .key_agreement()
-            .build()?,
-    )?;
+    extensions.push(usage.build()?)?;
     extensions.push(BasicConstraints::new().critical().build()?)?;
     req.add_extensions(&extensions)?;
     Ok(req)

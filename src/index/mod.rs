@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::store::{
     self, BundleMode, Committed, FileKind, FileStamp, KeyIdentity, Layout, Touched,
 };
-use crate::types::{CaCertificateType, HashData};
+use crate::types::{CaCertificateType, HashData, BUNDLES};
 use crate::x509::{self, CertFacts, Facts, Fingerprint};
 
 mod model;
@@ -52,19 +52,19 @@ impl Stored {
 /// The parts of the snapshot that a change since the last one touched.
 #[derive(Debug, Clone, Copy)]
 struct Dirty {
-    bundles: [bool; 4],
+    bundles: [bool; BUNDLES],
     leaves: [bool; 2],
     ocsp: bool,
 }
 
 impl Dirty {
     const ALL: Dirty = Dirty {
-        bundles: [true; 4],
+        bundles: [true; BUNDLES],
         leaves: [true; 2],
         ocsp: true,
     };
     const NONE: Dirty = Dirty {
-        bundles: [false; 4],
+        bundles: [false; BUNDLES],
         leaves: [false; 2],
         ocsp: false,
     };

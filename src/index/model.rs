@@ -386,7 +386,7 @@ impl StoreUsage {
 pub struct Snapshot {
     /// Increases with every change.
     pub generation: u64,
-    /// The four bundles, in [`CaCertificateType::ALL`] order. A write
+    /// The bundles, in [`CaCertificateType::ALL`] order. A write
     /// rebuilds only the bundles it changed; the others are shared with the
     /// snapshot before.
     pub bundles: Vec<Arc<Bundle>>,
@@ -422,9 +422,11 @@ impl Snapshot {
         &self.bundles[ca.slot()]
     }
 
-    /// A leaf domain by type; `None` for MF and MO.
+    /// The leaf domain that holds a type (the SECC's for `V2G` and
+    /// `V2G20`); `None` for MF, MO and OEM.
     pub fn leaf_domain(&self, leaf: LeafCertificateType) -> Option<&LeafDomain> {
-        self.leaves.iter().find(|d| d.leaf == leaf).map(|d| &**d)
+        let stored = leaf.stored_in()?;
+        self.leaves.iter().find(|d| d.leaf == stored).map(|d| &**d)
     }
 
     /// The trust anchors for verifying `chain` against `bundles`: the

@@ -19,7 +19,8 @@ use crate::x509::{hex, CertFacts, Facts, Fingerprint};
 /// Its name in `certs_directory`.
 pub const FILE_NAME: &str = ".evsecd-parse-cache";
 
-const FORMAT: u32 = 1;
+// 2: with the key algorithm.
+const FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct OnDisk {
@@ -43,6 +44,7 @@ struct Entry {
     not_after: i64,
     subject_hash: u32,
     common_name: String,
+    key_algorithm: String,
 }
 
 /// The cache file of a store.
@@ -117,6 +119,7 @@ pub fn save<'a>(
                 not_after: f.not_after,
                 subject_hash: f.subject_hash,
                 common_name: f.common_name,
+                key_algorithm: f.key_algorithm.as_str().to_owned(),
             }
         })
         .collect();
@@ -148,6 +151,7 @@ fn decode(entry: &Entry) -> Option<(Fingerprint, Facts)> {
             not_after: entry.not_after,
             subject_hash: entry.subject_hash,
             common_name: entry.common_name.clone(),
+            key_algorithm: entry.key_algorithm.parse().ok()?,
         },
     ))
 }

@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use super::{Error, EvseSecurity, Outcome};
 use crate::index::{sort_newest_first, Leaf, LeafDomain, Snapshot};
+use crate::iso15118::Edition;
 use crate::store::{self, pending_keys, KeyIdentity};
 use crate::tpm::{self, TpmError};
 use crate::types::{
     CertificateValidationResult as V, GetCertificateInfoStatus, GetCertificateSignRequestStatus,
-    HashAlgorithm, HashData, InstallCertificateResult, LeafCertificateType, StoreOperation,
+    HashAlgorithm, HashData, InstallCertificateResult, KeyAlgorithm, LeafCertificateType,
+    StoreOperation,
 };
 use crate::verify::read_chain;
-use crate::x509::{self, CertFacts, CsrSubject};
+use crate::x509::{self, CertFacts, CsrKey, CsrSubject};
 
 /// Longest organisation and common name accepted in a CSR (X.520 upper
 /// bound, ub-common-name and ub-organization-name).
@@ -49,6 +51,10 @@ pub struct CertificateInfo {
     /// With `include_ocsp`: each certificate of the chain file with the path
     /// of its cached DER OCSP response, "" when none.
     pub ocsp: Option<Vec<(HashData, String)>>,
+    /// The leaf's key algorithm (§11.1).
+    pub key_algorithm: KeyAlgorithm,
+    /// The leaf's subject commonName, "" when it has none (§11.1).
+    pub common_name: String,
 }
 
 fn check_name(field: &str, value: &str) -> Result<(), Error> {
@@ -86,6 +92,10 @@ impl EvseSecurity {
         let Some((_, key_dir)) = self.config().leaf_dirs(leaf) else {
             return Ok(Outcome::unchanged((S::InvalidRequestedType, String::new())));
         };
+        let csr_key = match leaf {
+            LeafCertificateType::V2G20 => self.config().iso15118.v2g20_key.csr_key(),
+            _ => CsrKey::P256,
+        };
         let subject = CsrSubject {
             country: country.to_ascii_uppercase(),
             organization: organization.to_owned(),
@@ -94,7 +104,7 @@ impl EvseSecurity {
         // The key's identity goes to the index with the key, which then
         // need not open it again.
         let (key_pem, csr, extension, key_fingerprint) = if use_tpm {
-            match tpm::generate_csr(&self.config().tpm, &subject) {
+            match tpm::generate_csr(&self.config().tpm, &subject, csr_key) {
                 Ok((key_pem, csr)) => {
                     let fingerprint = openssl::x509::X509Req::from_pem(csr.as_bytes())
                         .ok()
@@ -112,7 +122,7 @@ impl EvseSecurity {
                 }
             }
         } else {
-            let (key, csr) = match x509::generate_csr(&subject) {
+            let (key, csr) = match x509::generate_csr(&subject, csr_key) {
                 Ok(pair) => pair,
                 Err(e) => {
                     tracing::error!(leaf = %leaf, error = %x509::first_error(&e), "CSR generation failed");
@@ -194,6 +204,12 @@ impl EvseSecurity {
         if new_leaf.common_name().is_empty() {
             return Ok(Outcome::unchanged(R::InvalidCommonName));
         }
+        // A SECC leaf's key makes its type (§11.1).
+        if !leaf.fits_key(new_leaf.key_algorithm) {
+            tracing::warn!(leaf = %leaf, subject = %new_leaf.common_name(), key = %new_leaf.key_algorithm, "leaf refused: its key does not fit the type");
+            return Ok(Outcome::unchanged(R::InvalidCertificateChain));
+        }
+        let edition = Edition::of_leaf(leaf);
         let Some(pems) = chain.iter().map(CertFacts::pem).collect::<Option<Vec<_>>>() else {
             return Ok(Outcome::unchanged(R::InvalidFormat));
         };
@@ -203,22 +219,22 @@ impl EvseSecurity {
             // Verified against the snapshot the write goes into.
             let verified = Self::verify_parsed(snap, &chain, &[leaf], now, crate::verify::LeafTime::ValidNowOrLater);
             let verdict = verified.result;
-            let refused = match verdict {
-                V::Valid if leaf == LeafCertificateType::V2G => {
-                    match crate::iso15118::check_secc_path(&verified.path, self.config().iso15118.require_dc) {
+            let refused = match (verdict, edition) {
+                (V::Valid, Some(edition)) => {
+                    match crate::iso15118::check_secc_path(&verified.path, edition, self.config().iso15118.require_dc) {
                         Ok(()) => None,
                         Err(reason) => {
-                            tracing::warn!(subject = %new_leaf.common_name(), %reason, "SECC leaf refused: not the ISO 15118-2 profile");
+                            tracing::warn!(leaf = %leaf, subject = %new_leaf.common_name(), %reason, "SECC leaf refused: not the ISO 15118 profile");
                             Some(R::InvalidCertificateChain)
                         }
                     }
                 }
-                V::Valid => None,
-                V::Expired => Some(R::Expired),
-                V::InvalidSignature | V::InvalidLeafSignature => Some(R::InvalidSignature),
-                V::InvalidChain => Some(R::InvalidCertificateChain),
-                V::IssuerNotFound => Some(R::NoRootCertificateInstalled),
-                V::Unknown => Some(R::InvalidFormat),
+                (V::Valid, None) => None,
+                (V::Expired, _) => Some(R::Expired),
+                (V::InvalidSignature | V::InvalidLeafSignature, _) => Some(R::InvalidSignature),
+                (V::InvalidChain, _) => Some(R::InvalidCertificateChain),
+                (V::IssuerNotFound, _) => Some(R::NoRootCertificateInstalled),
+                (V::Unknown, _) => Some(R::InvalidFormat),
             };
             if let Some(result) = refused {
                 tracing::warn!(leaf = %leaf, subject = %new_leaf.common_name(), %verdict, "leaf certificate refused");
@@ -426,6 +442,8 @@ impl EvseSecurity {
                     .any(|k| k.tpm && leaf.key.as_ref() == Some(&k.path))
             }),
             ocsp,
+            key_algorithm: leaf.cert.key_algorithm,
+            common_name: leaf.cert.common_name(),
         }
     }
 }
@@ -451,12 +469,17 @@ fn usable_leaves(
     let domain = snap
         .leaf_domain(leaf)
         .ok_or(GetCertificateInfoStatus::Rejected)?;
-    if domain.files.is_empty() {
-        return Err(GetCertificateInfoStatus::NotFound);
-    }
-    let valid: Vec<&Leaf> = domain
+    // The SECC directories hold -2 and -20 leaves: a type sees its own.
+    let of_type: Vec<&Leaf> = domain
         .leaves
         .iter()
+        .filter(|l| leaf.fits_key(l.cert.key_algorithm))
+        .collect();
+    if of_type.is_empty() {
+        return Err(GetCertificateInfoStatus::NotFound);
+    }
+    let valid: Vec<&Leaf> = of_type
+        .into_iter()
         .filter(|l| l.cert.is_valid_at(now))
         .collect();
     if valid.is_empty() {

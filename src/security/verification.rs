@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use super::{Error, EvseSecurity};
 use crate::index::Snapshot;
-use crate::types::{CaCertificateType, CertificateValidationResult, LeafCertificateType};
+use crate::types::{CaCertificateType, CertificateValidationResult, LeafCertificateType, BUNDLES};
 use crate::verify::{self, read_chain, ChainVerdict, LeafTime};
 use crate::x509::{self, CertFacts, Fingerprint};
 
@@ -139,7 +139,20 @@ impl EvseSecurity {
         leaf_time: LeafTime,
     ) -> ChainVerdict {
         use CertificateValidationResult as V;
-        let mut anchors: Vec<CaCertificateType> = types.iter().map(|t| t.anchor()).collect();
+        // A SECC type checks only leaves of its key (§11.1): `V2G` -2
+        // leaves, `V2G20` -20 leaves.
+        let key = chain.first().map(|leaf| leaf.key_algorithm);
+        let mut anchors: Vec<CaCertificateType> = types
+            .iter()
+            .filter(|t| key.is_none_or(|k| t.fits_key(k)))
+            .map(|t| t.anchor())
+            .collect();
+        if anchors.is_empty() && !types.is_empty() {
+            return ChainVerdict::new(
+                V::InvalidChain,
+                "the leaf's key fits none of the types (V2G: P-256; V2G20: P-521 or Ed448)",
+            );
+        }
         anchors.sort();
         anchors.dedup();
         // A bundle whose roots are all out of date still takes part, so
@@ -165,16 +178,18 @@ const MAX_CACHED_VERDICTS: usize = 1024;
 
 /// The cache key of a chain argument and the types it is verified for.
 fn verdict_key(chain_pem: &str, types: &[LeafCertificateType]) -> Fingerprint {
-    let mask = types.iter().fold(0u8, |m, t| m | 1 << t.anchor().slot());
+    // By type, not by bundle: `V2G` and `V2G20` share a bundle but not
+    // their leaves.
+    let mask = types.iter().fold(0u8, |m, t| m | 1 << (*t as u8));
     let mut key_input = chain_pem.as_bytes().to_vec();
     key_input.push(mask);
     x509::sha256(&key_input)
 }
 
-/// The build generations of the four bundles, 0 for those that `types`
+/// The build generations of the bundles, 0 for those that `types`
 /// are not checked against.
-fn built_of(snap: &Snapshot, types: &[LeafCertificateType]) -> [u64; 4] {
-    let mut built = [0; 4];
+fn built_of(snap: &Snapshot, types: &[LeafCertificateType]) -> [u64; BUNDLES] {
+    let mut built = [0; BUNDLES];
     for t in types {
         let ca = t.anchor();
         built[ca.slot()] = snap.bundle(ca).built;
@@ -188,7 +203,7 @@ fn built_of(snap: &Snapshot, types: &[LeafCertificateType]) -> [u64; 4] {
 /// or ends its validity.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Verdict {
-    bundles: [u64; 4],
+    bundles: [u64; BUNDLES],
     from: i64,
     until: i64,
     result: CertificateValidationResult,

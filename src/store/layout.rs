@@ -12,7 +12,7 @@ use super::names::random_suffix;
 use super::transaction::StoreChange;
 use super::{CERT_MODE, TEMP_PREFIX};
 use crate::config::{Config, ConfigError};
-use crate::types::{CaCertificateType, LeafCertificateType, StoreOperation};
+use crate::types::{CaCertificateType, LeafCertificateType, StoreOperation, BUNDLES};
 
 /// How a CA bundle is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub enum FileKind {
 pub struct Layout {
     /// The configuration it came from.
     pub config: Config,
-    modes: [BundleMode; 4],
+    modes: [BundleMode; BUNDLES],
 }
 
 /// True for names the index reads as certificate files.
@@ -66,7 +66,7 @@ impl Layout {
         create_dir(&config.certs_directory)
             .map_err(|e| unusable("certs_directory", &config.certs_directory, e.to_string()))?;
 
-        let mut modes = [BundleMode::File; 4];
+        let mut modes = [BundleMode::File; BUNDLES];
         for ca in CaCertificateType::ALL {
             let key = Config::ca_bundle_key(*ca);
             let path = config.ca_bundle(*ca);

@@ -50,12 +50,15 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// The file-name prefix of a leaf type (`SECC_LEAF_`, `CSMS_LEAF_`, …).
+/// A -20 SECC leaf is named as a -2 one, as EVerest names it: its key, not
+/// its name, makes its type.
 pub fn leaf_prefix(leaf: LeafCertificateType) -> &'static str {
     match leaf {
         LeafCertificateType::CSMS => "CSMS_LEAF_",
-        LeafCertificateType::V2G => "SECC_LEAF_",
+        LeafCertificateType::V2G | LeafCertificateType::V2G20 => "SECC_LEAF_",
         LeafCertificateType::MF => "MF_LEAF_",
         LeafCertificateType::MO => "MO_LEAF_",
+        LeafCertificateType::OEM => "OEM_LEAF_",
     }
 }
 
