@@ -65,10 +65,10 @@ fn main() {
     };
 
     let baseline = time(iterations, || {
-        x509::generate_csr(&subject).expect("software CSR");
+        x509::generate_csr(&subject, x509::CsrKey::P256).expect("software CSR");
     });
     let tpm_csr = time(iterations, || {
-        tpm::generate_csr(&config, &subject).expect("TPM CSR");
+        tpm::generate_csr(&config, &subject, x509::CsrKey::P256).expect("TPM CSR");
     });
     // Key files made outside the daemon, so that their first pairing loads
     // them into the TPM.

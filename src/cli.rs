@@ -20,18 +20,21 @@ usage: evsecctl [--bus system|session|ADDRESS] [--json] COMMAND [ARG...]
 commands:
   status                         version, certificates per store, leaf expiry, store usage
   list [TYPE...]                 installed certificates (V2GRootCertificate, MORootCertificate,
-                                 CSMSRootCertificate, V2GCertificateChain, MFRootCertificate)
+                                 CSMSRootCertificate, V2GCertificateChain, MFRootCertificate,
+                                 OEMRootCertificate), with their key algorithm
   ca TYPE                        whether a valid root is installed, and the verify file and location
-  expiry TYPE                    whole days until the newest valid leaf expires (CSMS, V2G)
-  install-ca TYPE FILE           install the CA certificate in FILE (V2G, MO, CSMS, MF)
-  install-leaf TYPE FILE         install the leaf chain in FILE, leaf first (CSMS, V2G)
+  expiry TYPE                    whole days until the newest valid leaf expires (CSMS, V2G, V2G20)
+  install-ca TYPE FILE           install the CA certificate in FILE (V2G, MO, CSMS, MF, OEM)
+  install-leaf TYPE FILE         install the leaf chain in FILE, leaf first (CSMS, V2G, V2G20)
   delete HASH...                 delete by hash data ALG:ISSUER_NAME_HASH:ISSUER_KEY_HASH:SERIAL
   delete --file CERT             delete the installed certificate that CERT holds
   verify TYPE... FILE            verify the chain in FILE, leaf first, against TYPEs' roots
   verify --explain TYPE... FILE  the same, with the reason and the certificate that failed
   csr TYPE --country C --org O --cn CN [--tpm]
-                                 new key and CSR (CSMS, V2G); the CSR goes to stdout
-  info TYPE [--all] [--ocsp]     paths of the newest valid leaf (all: one per root)
+                                 new key and CSR (CSMS, V2G, V2G20); the CSR goes to stdout
+  info TYPE [--all|--id SECC_ID] [--ocsp]
+                                 paths of the newest valid leaf (all: one per root; id: the
+                                 leaf whose commonName is SECC_ID, one per EVSE)
   ocsp [--mo FILE]               OCSP request data of the SECC chain, or of a contract chain
   ocsp-update HASH FILE          cache the DER OCSP response in FILE for HASH
   verify-file FILE CERT SIG      check FILE's signature (SIG: base64 file) with CERT's key
@@ -326,15 +329,33 @@ async fn command(c: &Client, args: &[&str]) -> Result<Output, Failure> {
             })
         }
         ["info", leaf, options @ ..] => {
-            let all = options.contains(&"--all");
-            let ocsp = options.contains(&"--ocsp");
-            if let Some(bad) = options.iter().find(|o| !["--all", "--ocsp"].contains(o)) {
-                return Err(Failure::Usage(format!("info: unknown option `{bad}`")));
+            let (mut all, mut ocsp, mut id) = (false, false, None);
+            let mut options = options.iter();
+            while let Some(option) = options.next() {
+                match *option {
+                    "--all" => all = true,
+                    "--ocsp" => ocsp = true,
+                    "--id" => {
+                        id =
+                            Some(*options.next().ok_or_else(|| {
+                                Failure::Usage("info: --id needs a SECC ID".into())
+                            })?)
+                    }
+                    bad => return Err(Failure::Usage(format!("info: unknown option `{bad}`"))),
+                }
+            }
+            if all && id.is_some() {
+                return Err(Failure::Usage(
+                    "info: --all and --id exclude each other".into(),
+                ));
             }
             let (status, infos) = if all {
                 c.get_all_valid_certificates_info(leaf, "PEM", ocsp).await?
             } else {
-                let (status, info) = c.get_leaf_certificate_info(leaf, "PEM", ocsp).await?;
+                let (status, info) = match id {
+                    Some(id) => c.get_leaf_certificate_info_for_id(leaf, id, ocsp).await?,
+                    None => c.get_leaf_certificate_info(leaf, "PEM", ocsp).await?,
+                };
                 (
                     status,
                     if info.keys.is_empty() {
@@ -415,11 +436,15 @@ async fn status(c: &Client) -> Result<Output, Failure> {
     }
     let csms = c.get_leaf_expiry_days_count("CSMS").await?;
     let v2g = c.get_leaf_expiry_days_count("V2G").await?;
+    let v2g20 = c.get_leaf_expiry_days_count("V2G20").await?;
     let mut text = format!("version: {version}\ncertificates: {entries}\n");
     for (t, n) in &per_type {
         let _ = writeln!(text, "  {t}: {n}");
     }
-    let _ = writeln!(text, "leaf expiry: CSMS {csms} days, V2G {v2g} days");
+    let _ = writeln!(
+        text,
+        "leaf expiry: CSMS {csms} days, V2G {v2g} days, V2G20 {v2g20} days"
+    );
     let _ = writeln!(
         text,
         "store: {files} of {max_files} files, {bytes} of {max_bytes} bytes"
@@ -430,7 +455,7 @@ async fn status(c: &Client) -> Result<Output, Failure> {
             "version": version,
             "certificates": entries,
             "per_type": per_type.iter().map(|(t, n)| (t.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
-            "leaf_expiry_days": { "CSMS": csms, "V2G": v2g },
+            "leaf_expiry_days": { "CSMS": csms, "V2G": v2g, "V2G20": v2g20 },
             "store": { "files": files, "max_files": max_files, "bytes": bytes, "max_bytes": max_bytes },
         }),
         refused: false,
@@ -457,6 +482,7 @@ async fn list(c: &Client, types: &[&str]) -> Result<Output, Failure> {
                 d.subject.clone(),
                 d.issuer.clone(),
                 d.hash.serial_number.clone(),
+                d.key_algorithm.clone(),
                 format_utc(d.not_after),
                 state(d.not_before, d.not_after).to_owned(),
                 hash_text(&d.hash),
@@ -471,6 +497,7 @@ async fn list(c: &Client, types: &[&str]) -> Result<Output, Failure> {
                 "not_before": d.not_before, "not_after": d.not_after,
                 "state": state(d.not_before, d.not_after),
                 "hash_data": hash_json(&d.hash), "file": d.path, "sha256": d.fingerprint,
+                "key_algorithm": d.key_algorithm,
             })
         })
         .collect::<Vec<_>>();
@@ -481,6 +508,7 @@ async fn list(c: &Client, types: &[&str]) -> Result<Output, Failure> {
                 "SUBJECT",
                 "ISSUER",
                 "SERIAL",
+                "KEY",
                 "NOT AFTER (UTC)",
                 "STATE",
                 "HASH DATA",
@@ -499,6 +527,8 @@ fn info_text(info: &LeafInfo) -> String {
             let _ = writeln!(text, "  {name}: {v}");
         }
     };
+    field("common_name", info.common_name.clone());
+    field("key_algorithm", info.key_algorithm.clone());
     field("certificate", info.certificate.clone());
     field("certificate_single", info.certificate_single.clone());
     field("key", info.key.clone());
@@ -529,6 +559,7 @@ fn info_text(info: &LeafInfo) -> String {
 
 fn info_json(info: &LeafInfo) -> Value {
     json!({
+        "common_name": info.common_name, "key_algorithm": info.key_algorithm,
         "key": info.key, "certificate": info.certificate, "certificate_single": info.certificate_single,
         "certificate_count": info.certificate_count, "certificate_root": info.certificate_root,
         "password_set": info.password.is_some(),

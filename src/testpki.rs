@@ -1,5 +1,6 @@
-//! A throwaway PKI in the ISO 15118-2 shape, built with OpenSSL, for the
-//! tests, the benchmarks and the demo store. Never for production use.
+//! A throwaway PKI in the ISO 15118-2 shape (and the -20 one, with P-521 or
+//! Ed448 keys), built with OpenSSL, for the tests, the benchmarks and the
+//! demo store. Never for production use.
 
 use std::fs;
 use std::io;
@@ -7,7 +8,6 @@ use std::path::Path;
 
 use openssl::asn1::{Asn1Integer, Asn1Time};
 use openssl::bn::BigNum;
-use openssl::ec::{EcGroup, EcKey};
 use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
@@ -16,6 +16,8 @@ use openssl::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier,
 };
 use openssl::x509::{X509Builder, X509NameBuilder, X509};
+
+use crate::x509::{generate_key, CsrKey};
 
 /// What to put in a certificate.
 #[derive(Debug, Clone)]
@@ -135,12 +137,10 @@ fn days(d: i64) -> Result<Asn1Time, ErrorStack> {
     Asn1Time::from_unix(crate::x509::now() + d * 86_400)
 }
 
-/// Issues a certificate for `spec`, signed by `issuer`, or self-signed when
-/// `issuer` is `None`.
+/// Issues a certificate for `spec` with a fresh P-256 key, signed by
+/// `issuer`, or self-signed when `issuer` is `None`.
 pub fn issue(spec: &CertSpec, issuer: Option<&Issued>) -> Result<Issued, ErrorStack> {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
-    let key = PKey::from_ec_key(EcKey::generate(&group)?)?;
-    issue_with_key(spec, issuer, key)
+    issue_with_key(spec, issuer, generate_key(CsrKey::P256)?)
 }
 
 /// As [`issue`], with a given key.
@@ -226,12 +226,14 @@ fn build<T: openssl::pkey::HasPublic>(
             .key_cert_sign()
             .crl_sign()
             .build()?
-    } else {
+    } else if key.id() == openssl::pkey::Id::EC {
         KeyUsage::new()
             .critical()
             .digital_signature()
             .key_agreement()
             .build()?
+    } else {
+        KeyUsage::new().critical().digital_signature().build()?
     };
     b.append_extension(ku)?;
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(issuer_cert, None))?;
@@ -254,7 +256,14 @@ fn build<T: openssl::pkey::HasPublic>(
         )?;
         b.append_extension(aia)?;
     }
-    let digest = if spec.sha384 {
+    // The signer's key decides the digest, as ISO 15118 pairs them: EdDSA
+    // takes none, P-521 signs with SHA-512.
+    let signer_curve = signer.ec_key().ok().and_then(|k| k.group().curve_name());
+    let digest = if signer.id() == openssl::pkey::Id::ED448 {
+        MessageDigest::null()
+    } else if signer_curve == Some(Nid::SECP521R1) {
+        MessageDigest::sha512()
+    } else if spec.sha384 {
         MessageDigest::sha384()
     } else {
         MessageDigest::sha256()
@@ -379,5 +388,60 @@ impl Pki {
             0o600,
         )?;
         Ok(())
+    }
+}
+
+/// The ISO 15118-20 test PKI, all of one key kind: a V2G root with two CPO
+/// Sub-CAs, a SECC leaf, and the vehicle side of mutual TLS (an OEM root, an
+/// OEM Sub-CA and a vehicle leaf), plus a vehicle of an OEM the station does
+/// not know.
+#[derive(Clone)]
+pub struct Pki20 {
+    /// V2G root.
+    pub v2g_root: Issued,
+    /// CPO Sub-CA 1 (pathlen 1).
+    pub cpo_sub1: Issued,
+    /// CPO Sub-CA 2 (pathlen 0).
+    pub cpo_sub2: Issued,
+    /// SECC leaf, DC=CPO.
+    pub secc_leaf: Issued,
+    /// OEM root.
+    pub oem_root: Issued,
+    /// OEM Sub-CA, under the OEM root.
+    pub oem_sub: Issued,
+    /// A vehicle's certificate, under the OEM Sub-CA.
+    pub vehicle: Issued,
+    /// The root of an OEM the station does not know.
+    pub foreign_oem_root: Issued,
+    /// A vehicle of that OEM.
+    pub foreign_vehicle: Issued,
+}
+
+impl Pki20 {
+    /// Generates a fresh -20 PKI of `kind` keys.
+    pub fn generate(kind: CsrKey) -> Result<Pki20, ErrorStack> {
+        let issue20 = |spec: &CertSpec, issuer: Option<&Issued>| {
+            issue_with_key(spec, issuer, generate_key(kind)?)
+        };
+        let v2g_root = issue20(&CertSpec::ca("V2G Root CA 20", None), None)?;
+        let cpo_sub1 = issue20(&CertSpec::ca("CPO Sub-CA 1 20", Some(1)), Some(&v2g_root))?;
+        let cpo_sub2 = issue20(&CertSpec::ca("CPO Sub-CA 2 20", Some(0)), Some(&cpo_sub1))?;
+        let secc_leaf = issue20(&CertSpec::secc("SECC-20-0001"), Some(&cpo_sub2))?;
+        let oem_root = issue20(&CertSpec::ca("OEM Root CA", None), None)?;
+        let oem_sub = issue20(&CertSpec::ca("OEM Sub-CA", Some(0)), Some(&oem_root))?;
+        let vehicle = issue20(&CertSpec::leaf("VEHICLE-0001"), Some(&oem_sub))?;
+        let foreign_oem_root = issue20(&CertSpec::ca("Other OEM Root CA", None), None)?;
+        let foreign_vehicle = issue20(&CertSpec::leaf("VEHICLE-9999"), Some(&foreign_oem_root))?;
+        Ok(Pki20 {
+            v2g_root,
+            cpo_sub1,
+            cpo_sub2,
+            secc_leaf,
+            oem_root,
+            oem_sub,
+            vehicle,
+            foreign_oem_root,
+            foreign_vehicle,
+        })
     }
 }

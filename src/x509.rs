@@ -529,14 +529,10 @@ impl CsrKey {
     }
 }
 
-/// A fresh `key` and a CSR for it, signed with [`CsrKey::digest`]: subject
-/// C, O, CN, DC=CPO; basicConstraints critical CA:FALSE; keyUsage critical
-/// digitalSignature, plus keyAgreement for an EC key (ISO 15118-2 Annex F,
-/// ISO 15118-20 Annex B).
-pub fn generate_csr(
-    subject: &CsrSubject,
+/// A fresh key of a kind.
+pub fn generate_key(
     key: CsrKey,
-) -> Result<(openssl::pkey::PKey<openssl::pkey::Private>, String), openssl::error::ErrorStack> {
+) -> Result<openssl::pkey::PKey<openssl::pkey::Private>, openssl::error::ErrorStack> {
     use openssl::ec::{EcGroup, EcKey};
     use openssl::nid::Nid;
     use openssl::pkey::PKey;
@@ -545,11 +541,22 @@ pub fn generate_csr(
         let group = EcGroup::from_curve_name(nid)?;
         PKey::from_ec_key(EcKey::generate(&group)?)
     };
-    let private = match key {
-        CsrKey::P256 => curve(Nid::X9_62_PRIME256V1)?,
-        CsrKey::P521 => curve(Nid::SECP521R1)?,
-        CsrKey::Ed448 => PKey::generate_ed448()?,
-    };
+    match key {
+        CsrKey::P256 => curve(Nid::X9_62_PRIME256V1),
+        CsrKey::P521 => curve(Nid::SECP521R1),
+        CsrKey::Ed448 => PKey::generate_ed448(),
+    }
+}
+
+/// A fresh `key` and a CSR for it, signed with [`CsrKey::digest`]: subject
+/// C, O, CN, DC=CPO; basicConstraints critical CA:FALSE; keyUsage critical
+/// digitalSignature, plus keyAgreement for an EC key (ISO 15118-2 Annex F,
+/// ISO 15118-20 Annex B).
+pub fn generate_csr(
+    subject: &CsrSubject,
+    key: CsrKey,
+) -> Result<(openssl::pkey::PKey<openssl::pkey::Private>, String), openssl::error::ErrorStack> {
+    let private = generate_key(key)?;
     let mut req = unsigned_csr(subject, &private)?;
     req.sign(&private, key.digest())?;
     let pem = req.build().to_pem()?;

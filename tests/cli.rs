@@ -51,14 +51,17 @@ fn evsecctl_commands_tables_json_and_exit_codes() {
         .filter_map(|part| part.split(' ').nth(1))
         .collect();
     assert!(
-        expiry.starts_with("CSMS ") && expiry.contains(", V2G "),
+        expiry.starts_with("CSMS ")
+            && expiry.contains(", V2G ")
+            && expiry.ends_with(", V2G20 0 days"),
         "{out}"
     );
     assert!(
-        days.len() == 2 && days.iter().all(|d| ["364", "365"].contains(d)),
+        days.len() == 3 && days[..2].iter().all(|d| ["364", "365"].contains(d)),
         "{out}"
     );
-    assert!(out.contains("store: 9 of 2000 files"), "{out}");
+    // The bundles' files (the empty OEM one too) and the leaves'.
+    assert!(out.contains("store: 10 of 2000 files"), "{out}");
 
     let (code, out, _) = ctl(&bus, &["list", "V2GRootCertificate"]);
     assert_eq!(code, Some(0));
@@ -71,6 +74,19 @@ fn evsecctl_commands_tables_json_and_exit_codes() {
     assert!(
         lines[1].contains("V2G Root CA") && lines[1].contains("valid"),
         "{out}"
+    );
+    assert!(lines[0].contains(" KEY "), "{out}");
+    assert!(lines[1].contains(" P256 "), "{out}");
+
+    // One EVSE's leaf by its SECC ID.
+    let (code, out, _) = ctl(&bus, &["info", "V2G", "--id", "SECC-0001"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("Accepted\n"), "{out}");
+    assert!(out.contains("  common_name: SECC-0001\n"), "{out}");
+    assert!(out.contains("  key_algorithm: P256\n"), "{out}");
+    assert_eq!(
+        ctl(&bus, &["info", "V2G20", "--id", "SECC-0001"]).1,
+        "NotFound\n"
     );
     let root = CertFacts::new(pki.v2g_root.cert.clone()).unwrap();
     let h = root.hash_data(HashAlgorithm::SHA256, &root.key_bits);

@@ -63,7 +63,7 @@ async fn every_method_over_a_real_bus() {
     let mo = store.path("ca/mo/MO_ROOT_CA.pem").display().to_string();
     assert_eq!(c.get_verify_file("MO").await.unwrap(), mo);
     assert_eq!(c.get_verify_location("MO").await.unwrap(), mo);
-    assert!(invalid_args(c.get_verify_file("OEM").await).contains("OEM"));
+    assert!(invalid_args(c.get_verify_file("EV").await).contains("OEM"));
 
     // VerifyCertificate.
     assert_eq!(
@@ -112,7 +112,7 @@ async fn every_method_over_a_real_bus() {
         wire_hash_of(&pki.secc_leaf, &pki.cpo_sub2)
     );
     assert!(
-        invalid_args(c.get_installed_certificates(&["OEMRootCertificate"]).await)
+        invalid_args(c.get_installed_certificates(&["EVRootCertificate"]).await)
             .contains("MFRootCertificate")
     );
     // Repeats count once; a list longer than 32 is refused before parsing.

@@ -61,12 +61,16 @@ async fn csr_sign_install_info_then_a_real_tls_handshake() {
             "certificate",
             "certificate_count",
             "certificate_single",
+            "common_name",
             "key",
+            "key_algorithm",
             "ocsp",
             "password"
         ]
     );
     assert_eq!(info.certificate_count, Some(3));
+    assert_eq!(info.common_name.as_deref(), Some("SECC-0042"));
+    assert_eq!(info.key_algorithm.as_deref(), Some("P256"));
     assert_eq!(info.password.as_deref(), Some("station-pw"));
     let (cert, single, key) = (
         info.certificate.unwrap(),

@@ -406,7 +406,7 @@ async fn every_method_answers_hostile_input_and_the_store_stays_as_it_was() {
     case!(
         "all info: bad type",
         async {
-            c.get_all_valid_certificates_info("OEM", "PEM", false)
+            c.get_all_valid_certificates_info("EV", "PEM", false)
                 .await
                 .map(|r| r.0)
         },

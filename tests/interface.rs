@@ -181,7 +181,7 @@ async fn every_leaf_member_maps_its_wire_values() {
         .get_leaf_certificate_info("V2G", "PEM", true)
         .await
         .unwrap();
-    let ocsp = with_ocsp.ocsp.unwrap();
+    let ocsp = with_ocsp.ocsp.clone().unwrap();
     assert_eq!(ocsp.len(), 3);
     assert_eq!(
         ocsp[0],
@@ -191,6 +191,33 @@ async fn every_leaf_member_maps_its_wire_values() {
         }
     );
     assert!(invalid_args(c.get_leaf_certificate_info("V2G", "PDF", false).await).contains("PDF"));
+    assert_eq!(info.key_algorithm.as_deref(), Some("P256"));
+    assert_eq!(info.common_name.as_deref(), Some("SECC-0001"));
+
+    // GetLeafCertificateInfoForId: the same leaf by its SECC ID, else
+    // NotFound with an empty dictionary.
+    let (status, by_id) = c
+        .get_leaf_certificate_info_for_id("V2G", "SECC-0001", true)
+        .await
+        .unwrap();
+    assert_eq!((status.as_str(), &by_id), ("Accepted", &with_ocsp));
+    let (status, none) = c
+        .get_leaf_certificate_info_for_id("V2G", "SECC-0002", false)
+        .await
+        .unwrap();
+    assert_eq!((status.as_str(), none.keys.len()), ("NotFound", 0));
+    assert_eq!(
+        c.get_leaf_certificate_info_for_id("V2G20", "SECC-0001", false)
+            .await
+            .unwrap()
+            .0,
+        "NotFound"
+    );
+    assert!(invalid_args(
+        c.get_leaf_certificate_info_for_id("v2g", "SECC-0001", false)
+            .await
+    )
+    .contains("V2G20"));
 
     // GetAllValidCertificatesInfo carries the root's PEM.
     let (status, all) = c

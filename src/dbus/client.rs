@@ -27,6 +27,10 @@ pub struct LeafInfo {
     pub password: Option<String>,
     /// `ocsp`: hash data and cached response path per chain certificate.
     pub ocsp: Option<Vec<WireOcspEntry>>,
+    /// `key_algorithm`: `P256`, `P384`, `P521`, `Ed448`, `RSA` or `Other`.
+    pub key_algorithm: Option<String>,
+    /// `common_name`: the leaf's subject commonName.
+    pub common_name: Option<String>,
 }
 
 /// The `detail` of `VerifyCertificateDetailed`, decoded.
@@ -73,6 +77,8 @@ impl LeafInfo {
                 "certificate_single" => info.certificate_single = Some(text()?),
                 "certificate_root" => info.certificate_root = Some(text()?),
                 "password" => info.password = Some(text()?),
+                "key_algorithm" => info.key_algorithm = Some(text()?),
+                "common_name" => info.common_name = Some(text()?),
                 "certificate_count" => {
                     info.certificate_count = Some(i32::try_from(v.clone()).map_err(|_| bad(&k))?)
                 }
@@ -143,6 +149,12 @@ trait EvseSecurity1 {
         &self,
         certificate_type: &str,
         encoding: &str,
+        include_ocsp: bool,
+    ) -> zbus::Result<(String, HashMap<String, zbus::OwnedVariant>)>;
+    fn get_leaf_certificate_info_for_id(
+        &self,
+        certificate_type: &str,
+        secc_id: &str,
         include_ocsp: bool,
     ) -> zbus::Result<(String, HashMap<String, zbus::OwnedVariant>)>;
     fn get_all_valid_certificates_info(
@@ -391,6 +403,20 @@ impl Client {
         let (status, dict) = self
             .proxy
             .get_leaf_certificate_info(leaf, encoding, include_ocsp)
+            .await?;
+        Ok((status, LeafInfo::decode(dict)?))
+    }
+
+    /// `GetLeafCertificateInfoForId`.
+    pub async fn get_leaf_certificate_info_for_id(
+        &self,
+        leaf: &str,
+        secc_id: &str,
+        include_ocsp: bool,
+    ) -> Result<(String, LeafInfo), ClientError> {
+        let (status, dict) = self
+            .proxy
+            .get_leaf_certificate_info_for_id(leaf, secc_id, include_ocsp)
             .await?;
         Ok((status, LeafInfo::decode(dict)?))
     }

@@ -62,6 +62,8 @@ fn wire_certificate_info(info: CertificateInfo) -> Result<WireCertificateInfo, B
     let mut out: Vec<(&str, Variant<'static>)> = vec![
         ("key", Variant::from(info.key.display().to_string())),
         ("certificate_count", Variant::from(info.certificate_count)),
+        ("key_algorithm", Variant::from(info.key_algorithm.as_str())),
+        ("common_name", Variant::from(info.common_name)),
     ];
     let paths = [
         ("certificate", info.certificate),
@@ -211,6 +213,7 @@ const METHOD_SIGNATURES: &[(&str, &str)] = &[
     ("UpdateOcspCache", "(ssss)s"),
     ("GenerateCertificateSigningRequest", "ssssb"),
     ("GetLeafCertificateInfo", "ssb"),
+    ("GetLeafCertificateInfoForId", "ssb"),
     ("GetAllValidCertificatesInfo", "ssb"),
     ("GetLeafExpiryDaysCount", "s"),
     ("OpenLeafCredentials", "ss"),
@@ -756,6 +759,30 @@ impl EvseSecurityInterface {
         Ok((status.as_str().to_owned(), info))
     }
 
+    /// As GetLeafCertificateInfo, among the leaves whose commonName is
+    /// `secc_id` (contract 11.1: one SECC leaf per EVSE).
+    #[zbus(out_args("status", "info"))]
+    async fn get_leaf_certificate_info_for_id(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        certificate_type: String,
+        secc_id: String,
+        include_ocsp: bool,
+    ) -> Result<(String, WireCertificateInfo), BusError> {
+        let caller = self.authorize(&hdr, conn).await?;
+        let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
+        let (status, info) = self
+            .read(move |s| s.get_leaf_certificate_info_for_id(leaf, Some(&secc_id), include_ocsp))
+            .await?;
+        let info = info
+            .map(|i| self.for_caller(&caller, leaf, i))
+            .map(wire_certificate_info)
+            .transpose()?
+            .unwrap_or_default();
+        Ok((status.as_str().to_owned(), info))
+    }
+
     /// The newest valid leaf per root (contract 5.12).
     #[zbus(out_args("status", "info"))]
     async fn get_all_valid_certificates_info(
@@ -891,8 +918,8 @@ impl EvseSecurityInterface {
     }
 
     /// Every certificate of GetInstalledCertificates with its subject and
-    /// issuer CN, validity, hash data, file and SHA-256 fingerprint (an evsec
-    /// extension, for operators).
+    /// issuer CN, validity, hash data, file, SHA-256 fingerprint and key
+    /// algorithm (an evsec extension, for operators).
     #[zbus(out_args("certificates"))]
     async fn get_certificate_details(
         &self,
@@ -925,6 +952,7 @@ impl EvseSecurityInterface {
                     hash: WireHashData::from(&c.hash),
                     path: c.path.display().to_string(),
                     fingerprint: crate::x509::hex(&c.cert.fingerprint),
+                    key_algorithm: c.cert.key_algorithm.as_str().to_owned(),
                 }
             })
             .collect())

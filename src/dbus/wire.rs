@@ -53,7 +53,7 @@ pub struct WireOcspEntry {
     pub location: String,
 }
 
-/// One entry of `GetCertificateDetails`: `(sssxx(ssss)ss)`.
+/// One entry of `GetCertificateDetails`: `(sssxx(ssss)sss)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct WireCertificateDetails {
     /// The `CertificateType` of the listing it belongs to.
@@ -72,4 +72,6 @@ pub struct WireCertificateDetails {
     pub path: String,
     /// Hex SHA-256 of its DER.
     pub fingerprint: String,
+    /// Its key algorithm, as CertificateInfo names it.
+    pub key_algorithm: String,
 }

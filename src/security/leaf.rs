@@ -290,8 +290,20 @@ impl EvseSecurity {
         leaf: LeafCertificateType,
         include_ocsp: bool,
     ) -> (GetCertificateInfoStatus, Option<CertificateInfo>) {
+        self.get_leaf_certificate_info_for_id(leaf, None, include_ocsp)
+    }
+
+    /// `GetLeafCertificateInfoForId` (§11.1): as 5.11, among the leaves
+    /// whose subject commonName is exactly `secc_id` when it is given (one
+    /// SECC leaf per EVSE).
+    pub fn get_leaf_certificate_info_for_id(
+        &self,
+        leaf: LeafCertificateType,
+        secc_id: Option<&str>,
+        include_ocsp: bool,
+    ) -> (GetCertificateInfoStatus, Option<CertificateInfo>) {
         let snap = self.snapshot();
-        match usable_leaves(&snap, leaf, self.now()) {
+        match usable_leaves(&snap, leaf, secc_id, self.now()) {
             Ok(leaves) => (
                 GetCertificateInfoStatus::Accepted,
                 leaves
@@ -313,14 +325,12 @@ impl EvseSecurity {
         secc_id: &str,
     ) -> Result<(GetCertificateInfoStatus, Option<LeafCredentials>), Error> {
         let snap = self.snapshot();
-        let leaves = match usable_leaves(&snap, leaf, self.now()) {
+        let secc_id = Some(secc_id).filter(|id| !id.is_empty());
+        let leaves = match usable_leaves(&snap, leaf, secc_id, self.now()) {
             Ok(leaves) => leaves,
             Err(status) => return Ok((status, None)),
         };
-        let Some(chosen) = leaves
-            .into_iter()
-            .find(|l| secc_id.is_empty() || l.cert.common_name() == secc_id)
-        else {
+        let Some(chosen) = leaves.first() else {
             return Ok((GetCertificateInfoStatus::NotFound, None));
         };
         let info = self.info(&snap, chosen, false, false);
@@ -353,7 +363,7 @@ impl EvseSecurity {
         include_ocsp: bool,
     ) -> (GetCertificateInfoStatus, Vec<CertificateInfo>) {
         let snap = self.snapshot();
-        match usable_leaves(&snap, leaf, self.now()) {
+        match usable_leaves(&snap, leaf, None, self.now()) {
             Ok(leaves) => {
                 let mut seen_roots = Vec::new();
                 let infos = leaves
@@ -380,7 +390,7 @@ impl EvseSecurity {
     pub fn get_leaf_expiry_days_count(&self, leaf: LeafCertificateType) -> i32 {
         let snap = self.snapshot();
         let now = self.now();
-        match usable_leaves(&snap, leaf, now) {
+        match usable_leaves(&snap, leaf, None, now) {
             Ok(leaves) => leaves
                 .first()
                 .map(|l| ((l.cert.not_after - now).max(0) / 86_400).min(i64::from(i32::MAX)) as i32)
@@ -458,14 +468,15 @@ fn file_with(domain: &LeafDomain, fingerprints: &[crate::x509::Fingerprint]) -> 
     })
 }
 
-/// Currently valid leaves of a domain that have their key, newest first by
+/// Currently valid leaves of a type that have their key, newest first by
 /// notBefore (OCPP A02.FR.09 and A02.FR.15), or the status that says why
-/// there is none.
-fn usable_leaves(
-    snap: &Snapshot,
+/// there is none; only those whose commonName is `common_name`, when given.
+fn usable_leaves<'a>(
+    snap: &'a Snapshot,
     leaf: LeafCertificateType,
+    common_name: Option<&str>,
     now: i64,
-) -> Result<Vec<&Leaf>, GetCertificateInfoStatus> {
+) -> Result<Vec<&'a Leaf>, GetCertificateInfoStatus> {
     let domain = snap
         .leaf_domain(leaf)
         .ok_or(GetCertificateInfoStatus::Rejected)?;
@@ -474,6 +485,7 @@ fn usable_leaves(
         .leaves
         .iter()
         .filter(|l| leaf.fits_key(l.cert.key_algorithm))
+        .filter(|l| common_name.is_none_or(|cn| l.cert.common_name == cn))
         .collect();
     if of_type.is_empty() {
         return Err(GetCertificateInfoStatus::NotFound);

@@ -367,6 +367,35 @@ pub async fn next_update(updates: &mut evsec::dbus::StoreUpdates) -> (String, St
 /// trusting only `root`, and returns the client's output. Panics unless the
 /// handshake completed and verified.
 pub fn tls_handshake(server_args: &[&str], env: &[(&str, &str)], root: &Path) -> String {
+    let root = root.to_str().expect("UTF-8 path");
+    let run = tls_session(server_args, env, &["-CAfile", root]);
+    let text = run.client;
+    assert!(run.client_ok, "{text}");
+    assert!(text.contains("Verification: OK"), "{text}");
+    // s_client can report a verified chain for a handshake that failed
+    // later: a cipher must have been agreed.
+    assert!(
+        text.contains("Ciphersuite: ") && !text.contains("(NONE)"),
+        "{text}"
+    );
+    text
+}
+
+/// What one `openssl s_server`/`s_client` connection printed.
+pub struct TlsSession {
+    /// s_client exited 0.
+    pub client_ok: bool,
+    /// s_client's stderr and stdout.
+    pub client: String,
+    /// s_server's stdout and stderr, after the connection.
+    pub server: String,
+}
+
+/// One connection of `openssl s_client` (with `-verify_return_error -brief`
+/// and `client_args`) to `openssl s_server` (with `server_args` and `env`).
+/// The client sends one line, so that a TLS 1.3 server's verdict on the
+/// client's certificate reaches it.
+pub fn tls_session(server_args: &[&str], env: &[(&str, &str)], client_args: &[&str]) -> TlsSession {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -399,32 +428,34 @@ pub fn tls_handshake(server_args: &[&str], env: &[(&str, &str)], root: &Path) ->
             "s_server is not ready"
         );
     }
-    let client = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-CAfile",
-        ])
-        .arg(root)
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(client_args)
         .args(["-verify_return_error", "-brief"])
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("openssl");
+    if let Some(mut stdin) = client.stdin.take() {
+        use std::io::Write;
+        let _ = stdin.write_all(b"hello from the car\n");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let client = client.wait_with_output().expect("s_client");
     // With -naccept 1 the server exits by itself, freeing its key (a TPM
     // key's objects are flushed then).
     wait_with_timeout(&mut server, Duration::from_secs(10));
-    let text = String::from_utf8_lossy(&client.stderr).into_owned()
-        + &String::from_utf8_lossy(&client.stdout);
-    assert!(client.status.success(), "{text}");
-    assert!(text.contains("Verification: OK"), "{text}");
-    // s_client can report a verified chain for a handshake that failed
-    // later: a cipher must have been agreed.
-    assert!(
-        text.contains("Ciphersuite: ") && !text.contains("(NONE)"),
-        "{text}"
-    );
-    text
+    let mut server_text = String::new();
+    let _ = std::io::Read::read_to_string(&mut out, &mut server_text);
+    let _ =
+        std::io::Read::read_to_string(server.stderr.as_mut().expect("stderr"), &mut server_text);
+    TlsSession {
+        client_ok: client.status.success(),
+        client: String::from_utf8_lossy(&client.stderr).into_owned()
+            + &String::from_utf8_lossy(&client.stdout),
+        server: server_text,
+    }
 }
 
 /// A software TPM (swtpm) on a Unix socket in a temp dir, killed on drop.
