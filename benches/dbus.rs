@@ -11,6 +11,11 @@
 //! before and after 100,000 calls, and the size of the stripped release
 //! binary.
 //!
+//! `-- --iso15118-20` measures instead what the -20 leaf costs against the
+//! -2 one: `GenerateCertificateSigningRequest` with a P-521 and an Ed448
+//! key against P-256, and `GetLeafCertificateInfo(V2G20)` against `(V2G)`,
+//! each also as a ratio to a `Peer.Ping` of the same daemon.
+//!
 //! `-- --hostile` measures instead what hostile calls cost the daemon: peak
 //! RSS while clients flood it with 16 MiB arguments, against its idle RSS;
 //! and daemon CPU per call of chains of crafted RSA keys (a 3070-bit public
@@ -185,11 +190,16 @@ fn make_store(pki: &Pki, certs: &Path, extra: usize, extra_pem: &str) {
 }
 
 fn start(pki: &Pki, extra: usize, extra_pem: &str) -> Bench {
+    start_with(pki, extra, extra_pem, "")
+}
+
+/// As [`start`], with more TOML for the config (tables after `[limits]`).
+fn start_with(pki: &Pki, extra: usize, extra_pem: &str, more_config: &str) -> Bench {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     make_store(pki, &certs, extra, extra_pem);
     let config = dir.path().join("evsec.toml");
-    std::fs::write(&config, format!("certs_directory = \"{}\"\n[limits]\nmax_store_entries = 100000\nmax_store_bytes = 1000000000\n", certs.display())).unwrap();
+    std::fs::write(&config, format!("certs_directory = \"{}\"\n[limits]\nmax_store_entries = 100000\nmax_store_bytes = 1000000000\n{more_config}", certs.display())).unwrap();
     let mut bus = Command::new("dbus-daemon")
         .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
         .arg(format!(
@@ -245,6 +255,30 @@ where
     stats(samples)
 }
 
+/// Times two calls taking turns, so that both see the same conditions.
+async fn time_pair<A, FutA, B, FutB>(iterations: usize, mut a: A, mut b: B) -> (Stats, Stats)
+where
+    A: FnMut() -> FutA,
+    FutA: std::future::Future,
+    B: FnMut() -> FutB,
+    FutB: std::future::Future,
+{
+    for _ in 0..iterations.min(20) {
+        a().await;
+        b().await;
+    }
+    let (mut of_a, mut of_b) = (Vec::new(), Vec::new());
+    for _ in 0..iterations {
+        let start = Instant::now();
+        a().await;
+        of_a.push(start.elapsed());
+        let start = Instant::now();
+        b().await;
+        of_b.push(start.elapsed());
+    }
+    (stats(of_a), stats(of_b))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -259,6 +293,10 @@ async fn main() {
     let pki = Pki::generate().unwrap();
     if args.iter().any(|a| a == "--hostile") {
         hostile(&pki).await;
+        return;
+    }
+    if args.iter().any(|a| a == "--iso15118-20") {
+        iso15118_20(&pki, iterations).await;
         return;
     }
     let chain = pki.secc_chain_pem();
@@ -834,4 +872,96 @@ async fn hostile(pki: &Pki) {
         "answers to the crafted calls: VerifyCertificate {answer}, GetMoOcspRequestData {} entries",
         ocsp.len()
     );
+}
+
+/// `-- --iso15118-20`: the -20 CSR and leaf info against their -2
+/// counterparts, on one daemon per -20 key kind.
+async fn iso15118_20(pki: &Pki, iterations: usize) {
+    use evsec::testpki::Pki20;
+    use evsec::x509::CsrKey;
+
+    println!("| call | median | p90 | ÷ -2 counterpart | ÷ Peer.Ping |");
+    println!("|---|---|---|---|---|");
+    for (kind, name) in [(CsrKey::P521, "P521"), (CsrKey::Ed448, "Ed448")] {
+        let bench = start_with(
+            pki,
+            10,
+            "",
+            &format!("[iso15118]\nv2g20_key = \"{name}\"\n"),
+        );
+        let c = Client::connect(&Bus::Address(bench.address.clone()))
+            .await
+            .unwrap();
+        let pki20 = Pki20::generate(kind).unwrap();
+        assert_eq!(
+            c.install_ca_certificate(&pki20.v2g_root.pem(), "V2G")
+                .await
+                .unwrap(),
+            "Accepted"
+        );
+        let (status, csr) = c
+            .generate_certificate_signing_request("V2G20", "DE", "O", "SECC-20", false)
+            .await
+            .unwrap();
+        assert_eq!(status, "Accepted");
+        let leaf = sign_csr(&csr, &CertSpec::leaf("SECC-20"), &pki20.cpo_sub2).unwrap();
+        let chain = String::from_utf8(leaf.to_pem().unwrap()).unwrap()
+            + &pki20.cpo_sub2.pem()
+            + &pki20.cpo_sub1.pem();
+        assert_eq!(
+            c.update_leaf_certificate(&chain, "V2G20").await.unwrap(),
+            "Accepted"
+        );
+
+        let ping = time(iterations, || c.ping()).await;
+        let csr_of = |leaf: &'static str| {
+            let c = c.clone();
+            move || {
+                let c = c.clone();
+                async move {
+                    let (status, _) = c
+                        .generate_certificate_signing_request(leaf, "DE", "O", "bench", false)
+                        .await
+                        .unwrap();
+                    assert_eq!(status, "Accepted");
+                }
+            }
+        };
+        // Interleaved: each CSR leaves a key behind, and the store the
+        // later calls see is larger.
+        let (csr2, csr20) = time_pair(iterations, csr_of("V2G"), csr_of("V2G20")).await;
+        let info_of = |leaf: &'static str| {
+            let c = c.clone();
+            move || {
+                let c = c.clone();
+                async move {
+                    let (status, _) = c
+                        .get_leaf_certificate_info(leaf, "PEM", false)
+                        .await
+                        .unwrap();
+                    assert_eq!(status, "Accepted");
+                }
+            }
+        };
+        let (info2, info20) = time_pair(iterations, info_of("V2G"), info_of("V2G20")).await;
+        let div = |a: &Stats, b: &Stats| a.median.as_secs_f64() / b.median.as_secs_f64();
+        let row = |what: String, s: &Stats, counterpart: Option<&Stats>| {
+            println!(
+                "| {what} | {} | {} | {} | {:.2}x |",
+                fmt(s.median),
+                fmt(s.p90),
+                counterpart.map_or("–".to_owned(), |b| format!("{:.2}x", div(s, b))),
+                div(s, &ping)
+            );
+        };
+        row(format!("Peer.Ping ({name} daemon)"), &ping, None);
+        row("CSR V2G (P-256)".into(), &csr2, None);
+        row(format!("CSR V2G20 ({name})"), &csr20, Some(&csr2));
+        row("GetLeafCertificateInfo(V2G)".into(), &info2, None);
+        row(
+            format!("GetLeafCertificateInfo(V2G20, {name})"),
+            &info20,
+            Some(&info2),
+        );
+    }
 }

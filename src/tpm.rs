@@ -354,6 +354,26 @@ mod tests {
     }
 
     #[test]
+    fn an_ed448_key_is_never_asked_of_a_tpm() {
+        let tpm = config::Tpm {
+            enabled: true,
+            provider: "no-such-provider".into(),
+            ..config::Tpm::default()
+        };
+        let subject = CsrSubject {
+            country: "DE".into(),
+            organization: "O".into(),
+            common_name: "CN".into(),
+        };
+        // Refused before the provider is loaded: a load would fail with
+        // `Load` here.
+        match generate_csr(&tpm, &subject, CsrKey::Ed448) {
+            Err(TpmError::KeyGen(reason)) => assert!(reason.contains("no Ed448"), "{reason}"),
+            other => panic!("expected KeyGen, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn nothing_reaches_the_provider_while_disabled() {
         let tpm = config::Tpm::default();
         assert!(matches!(probe(&tpm), Err(TpmError::Disabled)));

@@ -56,6 +56,8 @@ leaf_info() {
 }
 # data JSON: the reply's first value.
 data() { printf %s "$1" | jq -r '.data[0]' 2>/dev/null; }
+# data_field JSON KEY: a value of the reply's CertificateInfo.
+data_field() { printf %s "$1" | jq -r ".data[1].$2.data" 2>/dev/null; }
 # wait_active PREVIOUS_PID: until evsecd runs with another main PID.
 wait_active() {
     i=0
@@ -86,8 +88,8 @@ wait_port() {
 # --- a test PKI, made with the openssl CLI ----------------------------------
 mkdir -p "$W"
 chmod 755 "$W"
-root() { # NAME CN
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+root() { # NAME CN [CURVE DIGEST]
+    openssl req -x509 -newkey ec -pkeyopt "ec_paramgen_curve:${3:-P-256}" "-${4:-sha256}" -nodes \
         -keyout "$W/$1.key" -out "$W/$1.pem" -subj "/CN=$2" -days 3650 \
         -addext "basicConstraints=critical,CA:TRUE" \
         -addext "keyUsage=critical,keyCertSign,cRLSign" 2>>"$OUT/log"
@@ -100,8 +102,8 @@ authorityInfoAccess=OCSP;URI:http://ocsp.station.test/
 subjectKeyIdentifier=hash
 authorityKeyIdentifier=keyid
 EOF
-issue() { # CA CSR OUT
-    openssl x509 -req -in "$2" -CA "$W/$1.pem" -CAkey "$W/$1.key" \
+issue() { # CA CSR OUT [DIGEST]
+    openssl x509 -req -in "$2" -CA "$W/$1.pem" -CAkey "$W/$1.key" "-${4:-sha256}" \
         -set_serial "0x$(openssl rand -hex 8)" -days 30 -extfile "$W/leaf.ext" \
         -out "$3" 2>>"$OUT/log"
 }
@@ -109,6 +111,12 @@ root v2groot "V2G Station Test Root"
 root moroot "MO Station Test Root"
 root csmsroot "CSMS Station Test Root"
 root mfroot "MF Station Test Root"
+# ISO 15118-20: P-521 with ECDSA-SHA512.
+root v2g20root "V2G20 Station Test Root" P-521 sha512
+root oemroot "OEM Station Test Root" P-521 sha512
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-521 -nodes \
+    -keyout "$W/vehicle.key" -out "$W/vehicle.csr" -subj "/CN=VEHICLE-0001" 2>>"$OUT/log"
+issue oemroot "$W/vehicle.csr" "$W/vehicle.pem" sha512
 # The CSMS server's TLS certificate, and the firmware signer, under their
 # roots.
 for name in csmsserver:csmsroot:csms.example mfsigner:mfroot:Firmware-Signer; do
@@ -157,13 +165,13 @@ check roots.leaf_refused InvalidCertificateChain "$(data "$reply")"
 check roots.v2g_installed true "$(data "$(bus secc IsCaCertificateInstalled s V2G)")"
 
 # --- CSRs, signed by the test CA, and the leaves installed --------------------
-csr_leaf() { # TYPE CN CA OUT
+csr_leaf() { # TYPE CN CA OUT [DIGEST]
     reply=$(bus ocpp GenerateCertificateSigningRequest ssssb "$1" DE "Station Test" "$2" false)
     check "csr.$1_status" Accepted "$(data "$reply")"
     printf %s "$reply" | jq -r '.data[1]' > "$W/$1.csr"
     check "csr.$1_subject" "C=DE, O=Station Test, CN=$2, DC=CPO" \
         "$(openssl req -in "$W/$1.csr" -noout -subject -nameopt sep_comma_plus_space | sed 's/^subject=//')"
-    issue "$3" "$W/$1.csr" "$4"
+    issue "$3" "$W/$1.csr" "$4" "${5:-sha256}"
     chmod 644 "$4"
     reply=$(bus ocpp UpdateLeafCertificate ss "$(cat "$4")" "$1")
     check "leaf.$1_install" Accepted "$(data "$reply")"
@@ -246,6 +254,35 @@ check ocsp.cached_bytes same "$(cmp -s "$cached" "$W/resp.der" && echo same || e
 status=$(runuser -u secc -- openssl ocsp -respin "$cached" -issuer "$W/v2groot.pem" \
     -cert "$W/secc.pem" -CAfile "$W/v2groot.pem" -no_nonce 2>&1)
 check_has ocsp.openssl_good "secc.pem: good" "$status"
+
+# --- ISO 15118-20: a P-521 leaf beside the -2 one, TLS 1.3 to a known OEM's car -
+for pair in V2G:v2g20root OEM:oemroot; do
+    reply=$(bus ocpp InstallCaCertificate ss "$(cat "$W/${pair#*:}.pem")" "${pair%%:*}")
+    check "iso20.install_${pair#*:}" Accepted "$(data "$reply")"
+done
+csr_leaf V2G20 SECC-20-0001 v2g20root "$W/secc20.pem" sha512
+info=$(bus secc GetLeafCertificateInfoForId ssb V2G20 SECC-20-0001 false)
+note "V2G20 leaf info for secc: $info"
+check iso20.info_status Accepted "$(data "$info")"
+check iso20.key_algorithm P521 "$(printf %s "$info" | jq -r '.data[1].key_algorithm.data')"
+check iso20.v2g_still_p256 P256 "$(data_field "$(bus secc GetLeafCertificateInfo ssb V2G PEM false)" key_algorithm)"
+key20=$(printf %s "$info" | jq -r '.data[1].key.data')
+chain20=$(printf %s "$info" | jq -r '.data[1].certificate_single.data')
+oem_roots=$(data "$(bus secc GetVerifyFile s OEM)")
+runuser -u secc -- timeout 60 openssl s_server -accept 127.0.0.1:15119 -cert "$chain20" -key "$key20" \
+    -pass "file:$W/secc.pw" -tls1_3 -ciphersuites TLS_AES_256_GCM_SHA384 \
+    -Verify 1 -CAfile "$oem_roots" -verify_return_error -naccept 1 -quiet \
+    > /dev/null 2> "$OUT/s_server-v2g20.err" &
+wait_port 15119
+hs=$(echo | timeout 20 openssl s_client -connect 127.0.0.1:15119 -CAfile "$W/v2g20root.pem" \
+    -cert "$W/vehicle.pem" -key "$W/vehicle.key" -verify_return_error -brief 2>&1)
+check iso20.tls_exit 0 $?
+wait
+cat "$OUT/s_server-v2g20.err" >> "$OUT/log"
+check_has iso20.tls13 "Protocol version: TLSv1.3" "$hs"
+check_has iso20.tls_cipher "Ciphersuite: TLS_AES_256_GCM_SHA384" "$hs"
+check_has iso20.tls_verified "Verification: OK" "$hs"
+check_has iso20.tls_peer "CN = SECC-20-0001" "$hs"
 
 # --- firmware downloaded into the OCPP client's own /tmp -----------------------
 runuser -u ocpp -- sh -c 'umask 077; head -c 300000 /dev/urandom > /tmp/firmware.bin'
