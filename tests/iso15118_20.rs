@@ -386,6 +386,7 @@ fn oem_roots_check_vehicle_chains() {
     assert!(sec.is_ca_certificate_installed(Ca::OEM));
     let file = sec.get_verify_file(Ca::OEM);
     assert_eq!(Path::new(&file), store.path("ca/oem/OEM_ROOT_CA.pem"));
+    assert_eq!(sec.get_verify_location(Ca::OEM), file);
     assert_eq!(
         fs::read_to_string(&file).unwrap(),
         pki20.oem_root.pem() + &pki20.oem_sub.pem()

@@ -335,3 +335,55 @@ fn with_tpm_keys_disabled_a_tkey_never_pairs_and_is_never_collected() {
     let key = snapshot.keys().find(|k| k.path == tkey).unwrap();
     assert!(key.tpm && key.key_fingerprint.is_none() && !key.awaits_tpm);
 }
+
+/// A -20 CSR with a TPM key: P-521 where the TPM implements the curve
+/// (swtpm's libtpms does), and never Ed448, which TPM 2.0 does not define.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2g20_csr_in_the_tpm() {
+    let Some(tpm) = SoftwareTpm::start() else {
+        return;
+    };
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::without_secc_leaf(&pki);
+    let secc_dir = store.path("client/cso");
+    for (key, expected) in [("P521", "Accepted"), ("Ed448", "KeyGenError")] {
+        let config = store.write_config(&format!(
+            "{}[iso15118]\nv2g20_key = \"{key}\"\n",
+            tpm_config(&tpm.tcti)
+        ));
+        let bus = PrivateBus::start();
+        let daemon = Daemon::start(&config, &bus);
+        let c = client(&bus).await;
+        let before = files_ending(&secc_dir, ".tkey");
+        let (status, csr) = c
+            .generate_certificate_signing_request("V2G20", "DE", "Example CPO", "SECC-20-TPM", true)
+            .await
+            .unwrap();
+        assert_eq!(status, expected, "{key}: {}", daemon.log());
+        let after = files_ending(&secc_dir, ".tkey");
+        if expected == "Accepted" {
+            assert_eq!(after.len(), before.len() + 1);
+            let req = openssl::x509::X509Req::from_pem(csr.as_bytes()).unwrap();
+            let public = req.public_key().unwrap();
+            assert!(req.verify(&public).unwrap());
+            assert_eq!(
+                public.ec_key().unwrap().group().curve_name(),
+                Some(openssl::nid::Nid::SECP521R1)
+            );
+            let csr_file = store.dir.path().join("v2g20.csr");
+            std::fs::write(&csr_file, &csr).unwrap();
+            let text = std::process::Command::new("openssl")
+                .args(["req", "-noout", "-text", "-in"])
+                .arg(&csr_file)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&text.stdout);
+            assert!(text.contains("ecdsa-with-SHA512"), "{text}");
+        } else {
+            assert_eq!(after, before, "no key file");
+            assert_eq!(csr, "");
+            let log = daemon.log();
+            assert!(log.contains("TPM 2.0 defines no Ed448 key"), "{log}");
+        }
+    }
+}
