@@ -62,6 +62,10 @@ struct RawConfig {
     gc: Gc,
     #[serde(default)]
     iso15118: Iso15118,
+    #[serde(default)]
+    ocpp: Ocpp,
+    #[serde(default)]
+    renewal: Renewal,
 }
 
 /// `[access]`: who may call what (enforced by a later part of the daemon).
@@ -195,6 +199,30 @@ impl Default for Gc {
     }
 }
 
+/// `[ocpp]`: OCPP behaviours of the store (contract §11.2).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ocpp {
+    /// OCPP `AdditionalRootCertificateCheck` (M05.FR.09–16): one CSMS root
+    /// and one fallback, a new root signed by the one in use.
+    pub additional_root_certificate_check: bool,
+}
+
+/// `[renewal]`: when `LeafCertificateExpiring` is sent (contract §11.2).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Renewal {
+    /// Whole days before the selected leaf expires from which the signal
+    /// is sent, daily.
+    pub days_before: u32,
+}
+
+impl Default for Renewal {
+    fn default() -> Self {
+        Renewal { days_before: 30 }
+    }
+}
+
 /// `[iso15118]`: the certificate profiles of ISO 15118.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -268,6 +296,10 @@ pub struct Config {
     pub gc: Gc,
     /// `[iso15118]`.
     pub iso15118: Iso15118,
+    /// `[ocpp]`.
+    pub ocpp: Ocpp,
+    /// `[renewal]`.
+    pub renewal: Renewal,
 }
 
 /// Default store location.
@@ -351,6 +383,8 @@ impl Config {
             limits: raw.limits,
             gc: raw.gc,
             iso15118: raw.iso15118,
+            ocpp: raw.ocpp,
+            renewal: raw.renewal,
         };
         config.check_limits()?;
         config.check_tpm()?;

@@ -196,6 +196,11 @@ contract_enum! {
 }
 
 contract_enum! {
+    /// Result of `ConfirmCertificateInUse` (§11.2).
+    ConfirmCertificateResult { Accepted = "Accepted", NotFound = "NotFound", Failed = "Failed" }
+}
+
+contract_enum! {
     /// Result of `UpdateOcspCache`.
     UpdateOcspCacheResult { Accepted = "Accepted", NotFound = "NotFound", InvalidFormat = "InvalidFormat" }
 }

@@ -178,6 +178,17 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// Lowercase hex back to bytes, as [`hex`] writes it.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// The subjectPublicKey BIT STRING contents of a certificate, exactly as
 /// encoded (RFC 6960 issuerKeyHash input).
 pub fn public_key_bits(cert: &X509Ref) -> Vec<u8> {

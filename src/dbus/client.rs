@@ -107,6 +107,10 @@ trait EvseSecurity1 {
         certificate_type: &str,
     ) -> zbus::Result<String>;
     fn delete_certificate(&self, certificate_hash_data: &WireHashData) -> zbus::Result<String>;
+    fn confirm_certificate_in_use(
+        &self,
+        certificate_hash_data: &WireHashData,
+    ) -> zbus::Result<String>;
     fn verify_certificate(
         &self,
         certificate_chain: &str,
@@ -303,6 +307,14 @@ impl Client {
     /// `DeleteCertificate`.
     pub async fn delete_certificate(&self, hash: &WireHashData) -> Result<String, ClientError> {
         Ok(self.proxy.delete_certificate(hash).await?)
+    }
+
+    /// `ConfirmCertificateInUse`.
+    pub async fn confirm_certificate_in_use(
+        &self,
+        hash: &WireHashData,
+    ) -> Result<String, ClientError> {
+        Ok(self.proxy.confirm_certificate_in_use(hash).await?)
     }
 
     /// `VerifyCertificate`.

@@ -201,6 +201,7 @@ type Served = ExactSignatures<EvseSecurityInterface>;
 const METHOD_SIGNATURES: &[(&str, &str)] = &[
     ("InstallCaCertificate", "ss"),
     ("DeleteCertificate", "(ssss)"),
+    ("ConfirmCertificateInUse", "(ssss)"),
     ("VerifyCertificate", "sas"),
     ("VerifyCertificateDetailed", "sas"),
     ("GetInstalledCertificates", "as"),
@@ -510,6 +511,23 @@ impl EvseSecurityInterface {
         let _call = self.authorize(&hdr, conn).await?;
         let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
         self.change(&emitter, move |s| Ok(s.delete_certificate(&query)))
+            .await
+    }
+
+    /// The OCPP client's connection now uses this certificate: the CSMS
+    /// client certificates (and, under AdditionalRootCertificateCheck, the
+    /// CSMS root) it replaces go (contract 11.2).
+    #[zbus(out_args("result"))]
+    async fn confirm_certificate_in_use(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        certificate_hash_data: WireHashData,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, BusError> {
+        let _call = self.authorize(&hdr, conn).await?;
+        let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
+        self.change(&emitter, move |s| Ok(s.confirm_certificate_in_use(&query)))
             .await
     }
 

@@ -12,6 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::store::issuer_keys::{self, IssuerKeys};
 use crate::store::{
     self, BundleMode, Committed, FileKind, FileStamp, KeyIdentity, Layout, Touched,
 };
@@ -25,7 +26,7 @@ mod parse_cache;
 
 pub use model::{
     hash_matches, issuer_path, sort_newest_first, Bundle, CertFile, KeyFile, Leaf, LeafDomain,
-    OcspEntry, OcspFile, Snapshot, StoreUsage, LEAF_DOMAINS, MAX_CHAIN_DEPTH,
+    Node, OcspEntry, OcspFile, Snapshot, StoreUsage, LEAF_DOMAINS, MAX_CHAIN_DEPTH,
 };
 use pairs::PairCache;
 use parse::{parse_in_parallel, read_key};
@@ -95,6 +96,8 @@ pub struct Index {
     usage: StoreUsage,
     /// TPM keys read while their TPM could not be reached.
     awaiting_tpm: BTreeSet<PathBuf>,
+    /// The record of issuer keys, for CA certificates whose issuer left.
+    issuer_keys: IssuerKeys,
     dirty: Dirty,
     last: Option<Arc<Snapshot>>,
     generation: u64,
@@ -105,6 +108,7 @@ impl Index {
     pub fn load(layout: Layout) -> Index {
         let on_disk = parse_cache::load(&layout.config.certs_directory);
         let mut index = Index {
+            issuer_keys: issuer_keys::read(&layout.config.certs_directory),
             layout,
             files: BTreeMap::new(),
             parsed: HashMap::new(),
@@ -219,7 +223,17 @@ impl Index {
         for facts in &committed.parsed {
             self.remember(facts);
         }
+        let record = issuer_keys::path(&self.layout.config.certs_directory);
         for t in &committed.touched {
+            if t.path() == record {
+                self.issuer_keys = match t {
+                    Touched::Written(_, bytes) => issuer_keys::decode(&record, bytes),
+                    Touched::Removed(_) => IssuerKeys::new(),
+                    Touched::Restored(_) => issuer_keys::read(&self.layout.config.certs_directory),
+                };
+                self.dirty.bundles = [true; BUNDLES];
+                continue;
+            }
             match t {
                 Touched::Written(path, bytes) => self.adopt_written(path, bytes, &committed.keys),
                 Touched::Removed(path) => {
@@ -497,6 +511,7 @@ impl Index {
                 mode,
                 files.iter(),
                 &mut self.pairs,
+                &self.issuer_keys,
                 self.generation,
             );
             bundles.push(Arc::new(bundle));

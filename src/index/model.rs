@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::pairs::PairCache;
+use crate::store::issuer_keys::IssuerKeys;
 use crate::store::{BundleMode, FileStamp};
 use crate::types::{CaCertificateType, HashAlgorithm, HashData, LeafCertificateType};
 use crate::x509::{CertFacts, Fingerprint};
@@ -116,10 +117,14 @@ pub struct Node {
     pub parent: Option<usize>,
     /// Certificates it issued in the bundle.
     pub children: Vec<usize>,
-    /// Key bits of its issuer (its own for a root); `None` for an orphan.
+    /// Key bits of its issuer (its own for a root, the recorded ones for a
+    /// certificate whose issuer left); `None` for an orphan.
     pub issuer_key_bits: Option<Vec<u8>>,
     /// SHA-256 hash data, when the issuer is known.
     pub hash: Option<HashData>,
+    /// When it came into the bundle: its file's mtime, then its place in
+    /// the bundle. The greatest is the one installed last.
+    pub added: (i128, usize),
 }
 
 /// A CA bundle with its issuer structure.
@@ -147,6 +152,7 @@ impl Bundle {
         mode: BundleMode,
         files: impl Iterator<Item = &'a Arc<CertFile>>,
         pairs: &mut PairCache,
+        issuer_keys: &IssuerKeys,
         built: u64,
     ) -> Bundle {
         let mut nodes: Vec<Node> = Vec::new();
@@ -167,6 +173,7 @@ impl Bundle {
                     children: Vec::new(),
                     issuer_key_bits: None,
                     hash: None,
+                    added: (file.stamp.mtime_ns, nodes.len()),
                 });
             }
         }
@@ -203,6 +210,12 @@ impl Bundle {
                 .as_ref()
                 .map(|issuer| pairs.hash(&nodes[i].cert, issuer));
             nodes[i].issuer_key_bits = issuer.map(|issuer| issuer.key_bits.clone());
+            if nodes[i].issuer_key_bits.is_none() {
+                if let Some(bits) = issuer_keys.get(&nodes[i].cert.fingerprint) {
+                    nodes[i].hash = Some(nodes[i].cert.hash_data(HashAlgorithm::SHA256, bits));
+                    nodes[i].issuer_key_bits = Some(bits.clone());
+                }
+            }
         }
         Bundle {
             ca,
@@ -223,9 +236,18 @@ impl Bundle {
             .map(|&i| &self.nodes[i].cert)
     }
 
-    /// Indexes of the self-signed roots.
+    /// Indexes of the roots: the self-signed certificates, and those whose
+    /// issuer left the bundle and was recorded (a rotated CSMS root).
     pub fn roots(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].cert.self_signed)
+        (0..self.nodes.len()).filter(|&i| {
+            let node = &self.nodes[i];
+            node.cert.self_signed || (node.parent.is_none() && node.issuer_key_bits.is_some())
+        })
+    }
+
+    /// The certificate installed last, if any.
+    pub fn installed_last(&self) -> Option<&Node> {
+        self.nodes.iter().max_by_key(|n| n.added)
     }
 
     /// Descendants of `i` in depth-first pre-order, `i` excluded. Safe
@@ -244,7 +266,7 @@ impl Bundle {
         out
     }
 
-    /// True when the bundle holds a currently valid self-signed certificate.
+    /// True when the bundle holds a currently valid root.
     pub fn has_valid_root(&self, now: i64) -> bool {
         self.roots().any(|i| self.nodes[i].cert.is_valid_at(now))
     }
@@ -263,6 +285,18 @@ pub struct Leaf {
     pub issuers: Vec<Arc<CertFacts>>,
     /// SHA-256 hash data, when the issuer is known.
     pub hash: Option<HashData>,
+}
+
+impl Node {
+    /// Whether `query` names this certificate, in any hash algorithm.
+    pub fn matches(&self, query: &HashData) -> bool {
+        hash_matches(
+            &self.cert,
+            self.hash.as_ref(),
+            self.issuer_key_bits.as_deref(),
+            query,
+        )
+    }
 }
 
 impl Leaf {
@@ -523,19 +557,20 @@ pub fn sort_newest_first(leaves: &mut [&Leaf]) {
 }
 
 impl Bundle {
-    /// The nodes that a delete of `query` removes: each match and its
-    /// descendants.
-    pub fn doomed_by(&self, query: &HashData) -> Vec<usize> {
+    /// The nodes that a delete of `query` removes: each match, and its
+    /// descendants unless every certificate of the bundle is a root of its
+    /// own (`each_own_root`: the CSMS roots under the rotation).
+    pub fn doomed_by(&self, query: &HashData, each_own_root: bool) -> Vec<usize> {
         let mut doomed = Vec::new();
         let mut seen = HashSet::new();
         for (i, node) in self.nodes.iter().enumerate() {
-            if hash_matches(
-                &node.cert,
-                node.hash.as_ref(),
-                node.issuer_key_bits.as_deref(),
-                query,
-            ) {
-                for n in std::iter::once(i).chain(self.descendants(i)) {
+            if node.matches(query) {
+                let below = if each_own_root {
+                    Vec::new()
+                } else {
+                    self.descendants(i)
+                };
+                for n in std::iter::once(i).chain(below) {
                     if seen.insert(n) {
                         doomed.push(n);
                     }

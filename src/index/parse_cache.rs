@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::store;
-use crate::x509::{hex, CertFacts, Facts, Fingerprint};
+use crate::x509::{hex, unhex, CertFacts, Facts, Fingerprint};
 
 /// Its name in `certs_directory`.
 pub const FILE_NAME: &str = ".evsecd-parse-cache";
@@ -158,17 +158,6 @@ fn decode(entry: &Entry) -> Option<(Fingerprint, Facts)> {
 
 fn fingerprint(text: &str) -> Option<Fingerprint> {
     unhex(text)?.try_into().ok()
-}
-
-/// Lowercase hex back to bytes, as [`hex`] writes it.
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

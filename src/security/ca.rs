@@ -55,11 +55,13 @@ impl EvseSecurity {
         }
         let cert = Arc::new(cert);
         let limits = &self.config().limits;
+        let rotation = ca == CaCertificateType::CSMS && self.rotation();
         self.write(StoreOperation::Installed, |snap, tx| {
             let bundle = snap.bundle(ca);
             if bundle.nodes.iter().any(|n| n.cert.fingerprint == cert.fingerprint) {
                 return Ok(R::Accepted);
             }
+            let in_use = if rotation { super::rollover::root_in_use(bundle, &cert)? } else { None };
             // Not self-signed: its issuer must be in the bundle and its
             // signature must verify. A self-issued certificate whose own
             // signature fails is a broken root, not a missing issuer.
@@ -89,6 +91,13 @@ impl EvseSecurity {
                 BundleMode::File => tx.append_certificate(&path, &pem),
                 BundleMode::Directory => tx.write(&path, &pem, store::CERT_MODE),
             };
+            let written = written.and_then(|()| match in_use {
+                Some(in_use) => {
+                    let record = store::issuer_keys::path(&self.config().certs_directory);
+                    super::rollover::finish_rotation(snap, tx, &record, in_use, &cert)
+                }
+                None => Ok(()),
+            });
             match written {
                 Ok(()) => {
                     tx.parsed([cert.clone()]);
@@ -106,6 +115,7 @@ impl EvseSecurity {
     /// Contract 5.2.
     pub fn delete_certificate(&self, query: &HashData) -> Outcome<DeleteCertificateResult> {
         use DeleteCertificateResult as R;
+        let rotation = self.rotation();
         self.write(StoreOperation::Deleted, |snap, tx| {
             let no_leaves = Vec::new();
             let secc_doomed: Vec<&Leaf> = snap
@@ -128,7 +138,7 @@ impl EvseSecurity {
                 if !done_paths.insert(&bundle.path) {
                     continue;
                 }
-                let doomed = bundle.doomed_by(query);
+                let doomed = bundle.doomed_by(query, rotation && bundle.ca == CaCertificateType::CSMS);
                 for node in &doomed {
                     let c = &bundle.nodes[*node].cert;
                     tracing::info!(ca = %bundle.ca, subject = %c.common_name(), serial = %c.serial, "deleting CA certificate");
@@ -145,25 +155,9 @@ impl EvseSecurity {
                 }
             }
 
-            let doomed_fps: HashSet<Fingerprint> = secc_doomed.iter().map(|l| l.cert.fingerprint).collect();
-            let kept_keys: HashSet<&PathBuf> = snap
-                .leaves
-                .iter()
-                .flat_map(|d| &d.leaves)
-                .filter(|l| !doomed_fps.contains(&l.cert.fingerprint))
-                .filter_map(|l| l.key.as_ref())
-                .collect();
-            for leaf in &secc_doomed {
-                tracing::info!(leaf = "V2G", subject = %leaf.cert.common_name(), serial = %leaf.cert.serial, "deleting leaf certificate");
-                let mut paths: Vec<PathBuf> = leaf.files.iter().map(|f| f.path.clone()).collect();
-                paths.extend(leaf.key.iter().filter(|k| !kept_keys.contains(k)).cloned());
-                paths.extend(snap.ocsp_files_of(&leaf.cert, leaf.issuer_key_bits()));
-                for path in paths {
-                    if let Err(e) = tx.remove(&path) {
-                        tracing::error!(path = %path.display(), error = %e, "delete failed; nothing is deleted");
-                        return Err(R::Failed);
-                    }
-                }
+            if let Err(e) = super::leaf::remove_leaves(snap, tx, &secc_doomed) {
+                tracing::error!(error = %e, "delete failed; nothing is deleted");
+                return Err(R::Failed);
             }
             if tx.is_empty() {
                 Err(R::NotFound)
@@ -178,7 +172,7 @@ impl EvseSecurity {
         &self,
         types: &[CertificateType],
     ) -> (GetInstalledCertificatesStatus, Vec<HashDataChain>) {
-        let chains: Vec<HashDataChain> = installed_chains(&self.snapshot(), types)
+        let chains: Vec<HashDataChain> = installed_chains(&self.snapshot(), types, self.rotation())
             .into_iter()
             .filter_map(|(certificate_type, chain)| {
                 let mut hashes = chain.into_iter().map(|c| c.hash);
@@ -200,10 +194,16 @@ impl EvseSecurity {
     /// The certificates of `GetInstalledCertificates`, one by one, with
     /// what an operator wants to see of them (`evsecctl list`).
     pub fn list_certificates(&self, types: &[CertificateType]) -> Vec<ListedCertificate> {
-        installed_chains(&self.snapshot(), types)
+        installed_chains(&self.snapshot(), types, self.rotation())
             .into_iter()
             .flat_map(|(_, chain)| chain)
             .collect()
+    }
+
+    /// Whether the CSMS root rotation of `AdditionalRootCertificateCheck`
+    /// is on.
+    pub(super) fn rotation(&self) -> bool {
+        self.config().ocpp.additional_root_certificate_check
     }
 
     /// Contract 5.9.
@@ -257,12 +257,15 @@ pub struct ListedCertificate {
 }
 
 /// The chains of `GetInstalledCertificates` (contract 5.5), head first:
-/// for a root type each self-signed root, then its Sub-CAs in the bundle
-/// depth-first; for `V2GCertificateChain` each SECC leaf that has its key,
-/// then its Sub-CAs leaf side first, without the root.
+/// for a root type each root, then its Sub-CAs in the bundle depth-first;
+/// for `V2GCertificateChain` each SECC leaf that has its key, then its
+/// Sub-CAs leaf side first, without the root. Under the CSMS root rotation
+/// (`rotation`), every CSMS certificate is a root and a chain of its own
+/// (§11.2): the new root is issued by the one it replaces.
 fn installed_chains(
     snap: &Snapshot,
     types: &[CertificateType],
+    rotation: bool,
 ) -> Vec<(CertificateType, Vec<ListedCertificate>)> {
     let mut wanted: Vec<CertificateType> = if types.is_empty() {
         CertificateType::ALL.to_vec()
@@ -282,9 +285,20 @@ fn installed_chains(
         match certificate_type.bundle() {
             Some(ca) => {
                 let bundle = snap.bundle(ca);
-                for root in bundle.roots() {
+                let own_chains = rotation && ca == CaCertificateType::CSMS;
+                let roots: Vec<usize> = if own_chains {
+                    (0..bundle.nodes.len()).collect()
+                } else {
+                    bundle.roots().collect()
+                };
+                for root in roots {
+                    let below = if own_chains {
+                        Vec::new()
+                    } else {
+                        bundle.descendants(root)
+                    };
                     let chain: Vec<ListedCertificate> = std::iter::once(root)
-                        .chain(bundle.descendants(root))
+                        .chain(below)
                         .filter_map(|i| {
                             let node = &bundle.nodes[i];
                             Some(listed(&node.cert, node.hash.clone()?, node.files.first()?))

@@ -504,3 +504,32 @@ fn usable_leaves<'a>(
     sort_newest_first(&mut usable);
     Ok(usable)
 }
+
+/// Removes `doomed` leaves through `tx`: their files, their OCSP files, and
+/// their keys unless a leaf that stays pairs with the same key.
+pub(super) fn remove_leaves(
+    snap: &Snapshot,
+    tx: &mut store::Transaction<'_>,
+    doomed: &[&Leaf],
+) -> std::io::Result<()> {
+    let doomed_fps: std::collections::HashSet<x509::Fingerprint> =
+        doomed.iter().map(|l| l.cert.fingerprint).collect();
+    let kept_keys: std::collections::HashSet<&PathBuf> = snap
+        .leaves
+        .iter()
+        .flat_map(|d| &d.leaves)
+        .filter(|l| !doomed_fps.contains(&l.cert.fingerprint))
+        .filter_map(|l| l.key.as_ref())
+        .collect();
+    for leaf in doomed {
+        tracing::info!(subject = %leaf.cert.common_name(), serial = %leaf.cert.serial, "removing leaf certificate");
+        let mut paths: Vec<PathBuf> = leaf.files.iter().map(|f| f.path.clone()).collect();
+        paths.extend(leaf.key.iter().filter(|k| !kept_keys.contains(k)).cloned());
+        paths.extend(snap.ocsp_files_of(&leaf.cert, leaf.issuer_key_bits()));
+        for path in paths {
+            tx.remove(&path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        }
+    }
+    Ok(())
+}

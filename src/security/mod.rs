@@ -22,6 +22,7 @@ mod file_signature;
 mod gc;
 mod leaf;
 mod ocsp;
+mod rollover;
 mod verification;
 
 pub use crate::store::StoreChange;

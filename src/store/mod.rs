@@ -5,6 +5,7 @@ mod bundle_file;
 mod durable;
 mod file_hash;
 mod hash_links;
+pub(crate) mod issuer_keys;
 mod layout;
 mod lock;
 mod names;
