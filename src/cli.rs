@@ -18,7 +18,8 @@ pub const USAGE: &str = "\
 usage: evsecctl [--bus system|session|ADDRESS] [--json] COMMAND [ARG...]
 
 commands:
-  status                         version, certificates per store, leaf expiry, store usage
+  status                         version, certificates per store, leaf expiry, store usage,
+                                 certificate status entries (OCPP 2.1 M07)
   list [TYPE...]                 installed certificates (V2GRootCertificate, MORootCertificate,
                                  CSMSRootCertificate, V2GCertificateChain, MFRootCertificate,
                                  OEMRootCertificate), with their key algorithm
@@ -39,7 +40,8 @@ commands:
   ocsp-update HASH FILE          cache the DER OCSP response in FILE for HASH
   verify-file FILE CERT SIG      check FILE's signature (SIG: base64 file) with CERT's key
   gc                             garbage-collect now
-  watch                          print CertificateStoreUpdated signals as they arrive
+  watch                          print CertificateStoreUpdated and LeafCertificateExpiring
+                                 signals as they arrive
 
 exit codes: 0 done, 1 refused by the daemon, 2 usage, 3 bus or daemon error";
 
@@ -449,6 +451,18 @@ async fn status(c: &Client) -> Result<Output, Failure> {
         text,
         "store: {files} of {max_files} files, {bytes} of {max_bytes} bytes"
     );
+    let statuses = c.get_certificate_status_entries().await?;
+    let _ = writeln!(text, "certificate status entries: {}", statuses.len());
+    for e in &statuses {
+        let _ = writeln!(
+            text,
+            "  {} {} ({}) until {}",
+            hash_text(&e.certificate_hash_data),
+            e.status,
+            e.source,
+            format_utc(e.expires)
+        );
+    }
     Ok(Output {
         text,
         json: json!({
@@ -457,6 +471,10 @@ async fn status(c: &Client) -> Result<Output, Failure> {
             "per_type": per_type.iter().map(|(t, n)| (t.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
             "leaf_expiry_days": { "CSMS": csms, "V2G": v2g, "V2G20": v2g20 },
             "store": { "files": files, "max_files": max_files, "bytes": bytes, "max_bytes": max_bytes },
+            "certificate_status": statuses.iter().map(|e| json!({
+                "hash_data": hash_json(&e.certificate_hash_data), "status": e.status, "source": e.source,
+                "received": e.received, "expires": e.expires,
+            })).collect::<Vec<_>>(),
         }),
         refused: false,
     })
@@ -584,15 +602,27 @@ fn ocsp_output(entries: Vec<WireOcspEntry>) -> Output {
 
 async fn watch(c: &Client, as_json: bool) -> Result<(), Failure> {
     let mut updates = c.store_updates().await?;
-    while let Some((operation, ca, leaf)) = updates.next().await {
-        if as_json {
-            println!(
-                "{}",
-                json!({ "operation": operation, "ca_certificate_type": ca, "leaf_certificate_type": leaf })
-            );
-        } else {
-            println!("{operation} ca={ca} leaf={leaf}");
-        }
+    let mut warnings = c.expiry_warnings().await?;
+    loop {
+        let line = tokio::select! {
+            update = updates.next() => {
+                let Some((operation, ca, leaf)) = update else { break };
+                if as_json {
+                    json!({ "signal": "CertificateStoreUpdated", "operation": operation, "ca_certificate_type": ca, "leaf_certificate_type": leaf }).to_string()
+                } else {
+                    format!("{operation} ca={ca} leaf={leaf}")
+                }
+            }
+            warning = warnings.next() => {
+                let Some((leaf, days)) = warning else { break };
+                if as_json {
+                    json!({ "signal": "LeafCertificateExpiring", "leaf_certificate_type": leaf, "days": days }).to_string()
+                } else {
+                    format!("Expiring leaf={leaf} days={days}")
+                }
+            }
+        };
+        println!("{line}");
     }
     Ok(())
 }

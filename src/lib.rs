@@ -13,6 +13,7 @@ mod index;
 mod iso15118;
 pub mod logging;
 mod maintenance;
+pub mod renewal;
 mod rfc5280;
 pub mod security;
 pub mod store;

@@ -166,6 +166,9 @@ contract_enum! {
         InvalidLeafSignature = "InvalidLeafSignature",
         InvalidChain = "InvalidChain",
         Unknown = "Unknown",
+        /// A fresh certificate status entry of the leaf or a Sub-CA says
+        /// `Revoked` (§11.2).
+        Revoked = "Revoked",
     }
 }
 
@@ -193,6 +196,21 @@ contract_enum! {
         KeyGenError = "KeyGenError",
         GenerationError = "GenerationError",
     }
+}
+
+contract_enum! {
+    /// A certificate's revocation status, as OCPP 2.1 M07 reports it.
+    CertificateStatus { Good = "Good", Revoked = "Revoked", Unknown = "Unknown", Failed = "Failed" }
+}
+
+contract_enum! {
+    /// Where a certificate status came from (OCPP 2.1 M07).
+    CertificateStatusSource { OCSP = "OCSP", CRL = "CRL" }
+}
+
+contract_enum! {
+    /// Result of `UpdateCertificateStatus` (§11.2).
+    UpdateCertificateStatusResult { Accepted = "Accepted", InvalidFormat = "InvalidFormat" }
 }
 
 contract_enum! {

@@ -235,6 +235,82 @@ pub fn public_key_fingerprint<T: openssl::pkey::HasPublic>(
     key.public_key_to_der().ok().map(|der| sha256(&der))
 }
 
+/// An RFC 6960 CertID as hash data: the digests of the issuer's name (DER)
+/// and of its key bits, and the canonical serial.
+fn cert_id(
+    algorithm: HashAlgorithm,
+    issuer_der: &[u8],
+    issuer_key_bits: &[u8],
+    serial: String,
+) -> HashData {
+    // The one-shot digests cannot fail: no digest is ever left empty.
+    let digest = |data: &[u8]| match algorithm {
+        HashAlgorithm::SHA256 => hex(&openssl::sha::sha256(data)),
+        HashAlgorithm::SHA384 => hex(&openssl::sha::sha384(data)),
+        HashAlgorithm::SHA512 => hex(&openssl::sha::sha512(data)),
+    };
+    HashData {
+        hash_algorithm: algorithm,
+        issuer_name_hash: digest(issuer_der),
+        issuer_key_hash: digest(issuer_key_bits),
+        serial_number: serial,
+    }
+}
+
+/// The canonical hex serial of a certificate.
+pub fn serial_of(cert: &X509Ref) -> Option<String> {
+    let hex = cert
+        .serial_number()
+        .to_bn()
+        .ok()?
+        .to_hex_str()
+        .ok()?
+        .to_string();
+    Some(crate::types::canonical_serial(&hex))
+}
+
+/// Hash data of a parsed certificate issued by `issuer`.
+pub fn hash_data_of(
+    cert: &X509Ref,
+    issuer: &X509Ref,
+    algorithm: HashAlgorithm,
+) -> Option<HashData> {
+    let issuer_der = cert.issuer_name().to_der().ok()?;
+    Some(cert_id(
+        algorithm,
+        &issuer_der,
+        &public_key_bits(issuer),
+        serial_of(cert)?,
+    ))
+}
+
+/// Where a certificate's revocation status can be asked: its OCSP
+/// responders, else its CRL distribution points (URIs only).
+pub fn status_urls(cert: &X509Ref) -> Vec<String> {
+    let ocsp: Vec<String> = cert
+        .ocsp_responders()
+        .map(|urls| urls.iter().map(|u| u.to_string()).collect())
+        .unwrap_or_default();
+    if !ocsp.is_empty() {
+        return ocsp;
+    }
+    let Some(points) = cert.crl_distribution_points() else {
+        return Vec::new();
+    };
+    points
+        .iter()
+        .filter_map(|p| {
+            p.distpoint()?.fullname().map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| n.uri().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .flatten()
+        .collect()
+}
+
 /// The facts about one certificate that never change: computed once when
 /// it is parsed, or read back from the index's parse cache on disk, in
 /// which case the certificate itself is parsed only when first used. The
@@ -346,13 +422,7 @@ impl CertFacts {
         let der = x509.to_der().map_err(err)?;
         let subject_der = x509.subject_name().to_der().map_err(err)?;
         let issuer_der = x509.issuer_name().to_der().map_err(err)?;
-        let serial = crate::types::canonical_serial(
-            &x509
-                .serial_number()
-                .to_bn()
-                .and_then(|bn| bn.to_hex_str().map(|h| h.to_string()))
-                .map_err(err)?,
-        );
+        let serial = serial_of(&x509).ok_or_else(|| "the serial does not decode".to_owned())?;
         let key_fingerprint = certificate_key_fingerprint(&x509);
         let self_signed = subject_der == issuer_der
             && x509
@@ -437,18 +507,12 @@ impl CertFacts {
 
     /// Hash data of this certificate, given its issuer's key bits.
     pub fn hash_data(&self, algorithm: HashAlgorithm, issuer_key_bits: &[u8]) -> HashData {
-        // The one-shot digests cannot fail: no digest is ever left empty.
-        let digest = |data: &[u8]| match algorithm {
-            HashAlgorithm::SHA256 => hex(&openssl::sha::sha256(data)),
-            HashAlgorithm::SHA384 => hex(&openssl::sha::sha384(data)),
-            HashAlgorithm::SHA512 => hex(&openssl::sha::sha512(data)),
-        };
-        HashData {
-            hash_algorithm: algorithm,
-            issuer_name_hash: digest(&self.issuer_der),
-            issuer_key_hash: digest(issuer_key_bits),
-            serial_number: self.serial.clone(),
-        }
+        cert_id(
+            algorithm,
+            &self.issuer_der,
+            issuer_key_bits,
+            self.serial.clone(),
+        )
     }
 
     /// True when `self` is signed by `issuer`: names and key identifiers

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use super::{
-    builder, Bus, WireCertificateDetails, WireHashData, WireHashDataChain, WireOcspEntry, BUS_NAME,
-    OBJECT_PATH,
+    builder, Bus, WireCertificateDetails, WireHashData, WireHashDataChain, WireOcspEntry,
+    WireStatusEntry, WireStatusRequest, BUS_NAME, OBJECT_PATH,
 };
 
 /// The `CertificateInfo` dictionary of contract 5.11, decoded.
@@ -141,6 +141,18 @@ trait EvseSecurity1 {
         certificate_hash_data: &WireHashData,
         ocsp_response: &str,
     ) -> zbus::Result<String>;
+    fn get_certificate_status_request_data(
+        &self,
+        certificate_chain: &str,
+    ) -> zbus::Result<Vec<WireStatusRequest>>;
+    fn get_certificate_status_entries(&self) -> zbus::Result<Vec<WireStatusEntry>>;
+    fn update_certificate_status(
+        &self,
+        certificate_hash_data: &WireHashData,
+        status: &str,
+        source: &str,
+        next_update: i64,
+    ) -> zbus::Result<String>;
     fn generate_certificate_signing_request(
         &self,
         certificate_type: &str,
@@ -202,6 +214,9 @@ trait EvseSecurity1 {
         ca_certificate_type: &str,
         leaf_certificate_type: &str,
     ) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn leaf_certificate_expiring(&self, leaf_certificate_type: &str, days: i32)
+        -> zbus::Result<()>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property(emits_changed_signal = "false"))]
@@ -262,6 +277,21 @@ impl StoreUpdates {
     }
 }
 
+/// The `LeafCertificateExpiring` signals of the daemon, as they come.
+pub struct ExpiryWarnings {
+    stream: LeafCertificateExpiringStream,
+}
+
+impl ExpiryWarnings {
+    /// The next signal: (leaf type, whole days left).
+    pub async fn next(&mut self) -> Option<(String, i32)> {
+        use futures_util::StreamExt;
+        let signal = self.stream.next().await?;
+        let args = signal.args().ok()?;
+        Some((args.leaf_certificate_type().to_string(), *args.days()))
+    }
+}
+
 /// A connection to `evsecd`.
 #[derive(Clone)]
 pub struct Client {
@@ -290,6 +320,13 @@ impl Client {
             .build()
             .await?;
         Ok(peer.ping().await?)
+    }
+
+    /// Subscribes to `LeafCertificateExpiring`.
+    pub async fn expiry_warnings(&self) -> Result<ExpiryWarnings, ClientError> {
+        Ok(ExpiryWarnings {
+            stream: self.proxy.receive_leaf_certificate_expiring().await?,
+        })
     }
 
     /// Subscribes to `CertificateStoreUpdated`.
@@ -402,6 +439,38 @@ impl Client {
         Ok(self
             .proxy
             .generate_certificate_signing_request(leaf, country, organization, common_name, use_tpm)
+            .await?)
+    }
+
+    /// `GetCertificateStatusRequestData`.
+    pub async fn get_certificate_status_request_data(
+        &self,
+        chain: &str,
+    ) -> Result<Vec<WireStatusRequest>, ClientError> {
+        Ok(self
+            .proxy
+            .get_certificate_status_request_data(chain)
+            .await?)
+    }
+
+    /// `GetCertificateStatusEntries` (evsec extension).
+    pub async fn get_certificate_status_entries(
+        &self,
+    ) -> Result<Vec<WireStatusEntry>, ClientError> {
+        Ok(self.proxy.get_certificate_status_entries().await?)
+    }
+
+    /// `UpdateCertificateStatus`.
+    pub async fn update_certificate_status(
+        &self,
+        hash: &WireHashData,
+        status: &str,
+        source: &str,
+        next_update: i64,
+    ) -> Result<String, ClientError> {
+        Ok(self
+            .proxy
+            .update_certificate_status(hash, status, source, next_update)
             .await?)
     }
 

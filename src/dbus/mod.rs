@@ -12,9 +12,12 @@ mod wire;
 use std::fmt;
 use std::str::FromStr;
 
-pub use client::{Client, ClientError, LeafInfo, StoreUpdates, VerifyDetail};
-pub use service::{serve, serve_on, Server};
-pub use wire::{WireCertificateDetails, WireHashData, WireHashDataChain, WireOcspEntry};
+pub use client::{Client, ClientError, ExpiryWarnings, LeafInfo, StoreUpdates, VerifyDetail};
+pub use service::{serve, serve_on, Announcement, Server};
+pub use wire::{
+    WireCertificateDetails, WireHashData, WireHashDataChain, WireOcspEntry, WireStatusEntry,
+    WireStatusRequest,
+};
 
 /// The well-known bus name.
 pub const BUS_NAME: &str = "org.evsec.EvseSecurity1";

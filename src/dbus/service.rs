@@ -14,8 +14,8 @@ use zbus::{interface, Connection, OwnedVariant, Variant};
 use super::error::BusError;
 use super::exact_signature::ExactSignatures;
 use super::{
-    builder, Bus, WireCertificateDetails, WireHashData, WireHashDataChain, WireOcspEntry, BUS_NAME,
-    OBJECT_PATH,
+    builder, Bus, WireCertificateDetails, WireHashData, WireHashDataChain, WireOcspEntry,
+    WireStatusEntry, WireStatusRequest, BUS_NAME, OBJECT_PATH,
 };
 use crate::access::{Caller, Need, Roles};
 use crate::security::{self, CertificateInfo, EvseSecurity, OcspRequest, Outcome, StoreChange};
@@ -212,6 +212,8 @@ const METHOD_SIGNATURES: &[(&str, &str)] = &[
     ("GetV2gOcspRequestData", ""),
     ("GetMoOcspRequestData", "s"),
     ("UpdateOcspCache", "(ssss)s"),
+    ("GetCertificateStatusRequestData", "s"),
+    ("UpdateCertificateStatus", "(ssss)ssx"),
     ("GenerateCertificateSigningRequest", "ssssb"),
     ("GetLeafCertificateInfo", "ssb"),
     ("GetLeafCertificateInfoForId", "ssb"),
@@ -222,6 +224,7 @@ const METHOD_SIGNATURES: &[(&str, &str)] = &[
     ("VerifyFileSignatureFd", "hss"),
     ("GarbageCollect", ""),
     ("GetCertificateDetails", "as"),
+    ("GetCertificateStatusEntries", ""),
     ("GetStoreUsage", ""),
 ];
 
@@ -236,7 +239,7 @@ struct EvseSecurityInterface {
     callers: std::sync::Mutex<HashMap<String, (u32, Vec<u32>)>>,
     in_flight: Arc<std::sync::Mutex<InFlight>>,
     /// Changes to announce, in order, after the replies.
-    announcer: mpsc::Sender<Vec<StoreChange>>,
+    announcer: mpsc::Sender<Announcement>,
 }
 
 impl EvseSecurityInterface {
@@ -454,16 +457,25 @@ impl EvseSecurityInterface {
         if changes.is_empty() {
             return;
         }
-        if let Err(unsent) = self.announcer.send(changes).await {
+        if let Err(unsent) = self.announcer.send(Announcement::Store(changes)).await {
             // The announcer is gone only while the daemon stops.
             self.announce(emitter, &unsent.0).await;
         }
     }
 
-    async fn announce(&self, emitter: &SignalEmitter<'_>, changes: &[StoreChange]) {
-        if changes.is_empty() {
-            return;
-        }
+    async fn announce(&self, emitter: &SignalEmitter<'_>, announcement: &Announcement) {
+        let changes = match announcement {
+            Announcement::Store(changes) if !changes.is_empty() => changes,
+            Announcement::Store(_) => return,
+            Announcement::LeafExpiring(leaf, days) => {
+                tracing::info!(leaf = %leaf, days, "LeafCertificateExpiring");
+                if let Err(e) = Self::leaf_certificate_expiring(emitter, leaf.as_str(), *days).await
+                {
+                    tracing::warn!(error = %e, "cannot emit LeafCertificateExpiring");
+                }
+                return;
+            }
+        };
         for change in changes {
             let ca = change.ca.map(CaCertificateType::as_str).unwrap_or("");
             let leaf = change.leaf.map(LeafCertificateType::as_str).unwrap_or("");
@@ -718,6 +730,48 @@ impl EvseSecurityInterface {
             s.update_ocsp_cache(&query, &ocsp_response)
         })
         .await
+    }
+
+    /// The members of a chain whose revocation status to ask the CSMS
+    /// about, with where to ask (contract 11.2, OCPP 2.1 M07).
+    #[zbus(out_args("requests"))]
+    async fn get_certificate_status_request_data(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        certificate_chain: String,
+    ) -> Result<Vec<WireStatusRequest>, BusError> {
+        let _call = self.authorize(&hdr, conn).await?;
+        let requests = self
+            .blocking(move |s| s.get_certificate_status_request_data(&certificate_chain))
+            .await??;
+        Ok(requests
+            .into_iter()
+            .map(|(hash, urls)| WireStatusRequest {
+                certificate_hash_data: WireHashData::from(&hash),
+                urls,
+            })
+            .collect())
+    }
+
+    /// Keeps the CSMS's answer on a certificate's revocation status until
+    /// `next_update`, a week at most (contract 11.2, OCPP 2.1 M07).
+    #[zbus(out_args("result"))]
+    async fn update_certificate_status(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        certificate_hash_data: WireHashData,
+        status: String,
+        source: String,
+        next_update: i64,
+    ) -> Result<String, BusError> {
+        let _call = self.authorize(&hdr, conn).await?;
+        let query = parse_hash_data("certificate_hash_data", &certificate_hash_data)?;
+        let result = self
+            .blocking(move |s| s.update_certificate_status(&query, &status, &source, next_update))
+            .await??;
+        Ok(result.as_str().to_owned())
     }
 
     /// A new key in the key directory and a CSR for it (contract 5.10).
@@ -976,6 +1030,28 @@ impl EvseSecurityInterface {
             .collect())
     }
 
+    /// The fresh certificate status entries (OCPP 2.1 M07; an evsec
+    /// extension, for operators).
+    #[zbus(out_args("entries"))]
+    async fn get_certificate_status_entries(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<WireStatusEntry>, BusError> {
+        let _call = self.authorize(&hdr, conn).await?;
+        let entries = self.read(|s| s.certificate_statuses()).await?;
+        Ok(entries
+            .into_iter()
+            .map(|e| WireStatusEntry {
+                certificate_hash_data: WireHashData::from(&e.hash),
+                status: e.status.as_str().to_owned(),
+                source: e.source.as_str().to_owned(),
+                received: e.received,
+                expires: e.expires,
+            })
+            .collect())
+    }
+
     /// Files the store holds, their quota, bytes they take, and that quota
     /// (an evsec extension, for operators).
     #[zbus(out_args("files", "max_files", "bytes", "max_bytes"))]
@@ -1002,6 +1078,16 @@ impl EvseSecurityInterface {
         operation: &str,
         ca_certificate_type: &str,
         leaf_certificate_type: &str,
+    ) -> zbus::Result<()>;
+
+    /// The leaf that GetLeafCertificateInfo selects for the type is in the
+    /// `[renewal] days_before` window, with its whole days left; 0 when no
+    /// valid leaf of the type is left (contract 11.2).
+    #[zbus(signal)]
+    async fn leaf_certificate_expiring(
+        emitter: &SignalEmitter<'_>,
+        leaf_certificate_type: &str,
+        days: i32,
     ) -> zbus::Result<()>;
 
     /// The daemon's version.
@@ -1032,10 +1118,19 @@ impl EvseSecurityInterface {
     }
 }
 
+/// What the announcer task signals, in the order it is handed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// `CertificateStoreUpdated`, once per change.
+    Store(Vec<StoreChange>),
+    /// `LeafCertificateExpiring` with the type and its whole days left.
+    LeafExpiring(LeafCertificateType, i32),
+}
+
 /// A running service: keep it alive to stay on the bus.
 pub struct Server {
     connection: Connection,
-    announcer: mpsc::Sender<Vec<StoreChange>>,
+    announcer: mpsc::Sender<Announcement>,
 }
 
 /// Writes whose changes may wait to be announced; a writer beyond them
@@ -1043,10 +1138,9 @@ pub struct Server {
 const ANNOUNCER_QUEUE: usize = 64;
 
 impl Server {
-    /// Where changes the daemon makes on its own (the store maintenance)
-    /// go to be announced as `CertificateStoreUpdated`, in order with the
-    /// calls' own.
-    pub fn announcer(&self) -> mpsc::Sender<Vec<StoreChange>> {
+    /// Where what the daemon does on its own (the store maintenance) goes
+    /// to be signalled, in order with the calls' own changes.
+    pub fn announcer(&self) -> mpsc::Sender<Announcement> {
         self.announcer.clone()
     }
 
@@ -1242,13 +1336,13 @@ impl GuardedProperties {
 /// Announces every change, in the order the writes made them.
 async fn announce_changes(
     iface: zbus::object_server::InterfaceRef<Served>,
-    mut changes: mpsc::Receiver<Vec<StoreChange>>,
+    mut announcements: mpsc::Receiver<Announcement>,
 ) {
-    while let Some(changes) = changes.recv().await {
+    while let Some(announcement) = announcements.recv().await {
         iface
             .get()
             .await
-            .announce(iface.signal_emitter(), &changes)
+            .announce(iface.signal_emitter(), &announcement)
             .await;
     }
 }

@@ -53,6 +53,30 @@ pub struct WireOcspEntry {
     pub location: String,
 }
 
+/// One entry of `GetCertificateStatusRequestData`: `((ssss)as)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct WireStatusRequest {
+    /// The chain member's hash data.
+    pub certificate_hash_data: WireHashData,
+    /// Where to ask: OCSP responders, else CRL distribution points.
+    pub urls: Vec<String>,
+}
+
+/// One entry of `GetCertificateStatusEntries`: `((ssss)ssxx)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct WireStatusEntry {
+    /// The certificate, as it was named.
+    pub certificate_hash_data: WireHashData,
+    /// `Good`, `Revoked`, `Unknown` or `Failed`.
+    pub status: String,
+    /// `OCSP` or `CRL`.
+    pub source: String,
+    /// When it was received, Unix seconds.
+    pub received: i64,
+    /// When it stops being fresh, Unix seconds.
+    pub expires: i64,
+}
+
 /// One entry of `GetCertificateDetails`: `(sssxx(ssss)sss)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct WireCertificateDetails {

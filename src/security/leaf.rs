@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::{Error, EvseSecurity, Outcome};
 use crate::index::{sort_newest_first, Leaf, LeafDomain, Snapshot};
 use crate::iso15118::Edition;
+use crate::renewal::LeafExpiry;
 use crate::store::{self, pending_keys, KeyIdentity};
 use crate::tpm::{self, TpmError};
 use crate::types::{
@@ -217,7 +218,7 @@ impl EvseSecurity {
         let now = self.now();
         Ok(self.write(StoreOperation::Installed, |snap, tx| {
             // Verified against the snapshot the write goes into.
-            let verified = Self::verify_parsed(snap, &chain, &[leaf], now, crate::verify::LeafTime::ValidNowOrLater);
+            let verified = Self::verify_parsed(snap, &self.statuses(), &chain, &[leaf], now, crate::verify::LeafTime::ValidNowOrLater);
             let verdict = verified.result;
             let refused = match (verdict, edition) {
                 (V::Valid, Some(edition)) => {
@@ -232,7 +233,7 @@ impl EvseSecurity {
                 (V::Valid, None) => None,
                 (V::Expired, _) => Some(R::Expired),
                 (V::InvalidSignature | V::InvalidLeafSignature, _) => Some(R::InvalidSignature),
-                (V::InvalidChain, _) => Some(R::InvalidCertificateChain),
+                (V::InvalidChain | V::Revoked, _) => Some(R::InvalidCertificateChain),
                 (V::IssuerNotFound, _) => Some(R::NoRootCertificateInstalled),
                 (V::Unknown, _) => Some(R::InvalidFormat),
             };
@@ -388,14 +389,30 @@ impl EvseSecurity {
     /// Contract 5.15: whole days until the selected leaf expires, 0 when
     /// there is none.
     pub fn get_leaf_expiry_days_count(&self, leaf: LeafCertificateType) -> i32 {
+        match self.leaf_expiry(leaf) {
+            LeafExpiry::Valid { days, .. } => days,
+            LeafExpiry::NoLeaf | LeafExpiry::NoValidLeaf => 0,
+        }
+    }
+
+    /// The leaf 5.11 selects for `leaf` and its whole days left, or why
+    /// there is none, for `LeafCertificateExpiring`.
+    pub fn leaf_expiry(&self, leaf: LeafCertificateType) -> LeafExpiry {
         let snap = self.snapshot();
         let now = self.now();
         match usable_leaves(&snap, leaf, None, now) {
-            Ok(leaves) => leaves
-                .first()
-                .map(|l| ((l.cert.not_after - now).max(0) / 86_400).min(i64::from(i32::MAX)) as i32)
-                .unwrap_or(0),
-            Err(_) => 0,
+            Ok(leaves) => match leaves.first() {
+                Some(l) => LeafExpiry::Valid {
+                    leaf: l.cert.fingerprint,
+                    days: ((l.cert.not_after - now).max(0) / 86_400).min(i64::from(i32::MAX))
+                        as i32,
+                },
+                None => LeafExpiry::NoValidLeaf,
+            },
+            Err(GetCertificateInfoStatus::NotFound | GetCertificateInfoStatus::Rejected) => {
+                LeafExpiry::NoLeaf
+            }
+            Err(_) => LeafExpiry::NoValidLeaf,
         }
     }
 

@@ -23,13 +23,16 @@ mod gc;
 mod leaf;
 mod ocsp;
 mod rollover;
+mod status;
 mod verification;
 
+pub use crate::store::certificate_status::StatusEntry;
 pub use crate::store::StoreChange;
 pub use ca::ListedCertificate;
 pub use file_signature::MAX_SIGNATURE_B64;
 pub use leaf::{CertificateInfo, LeafCredentials, MAX_NAME_LEN};
 pub use ocsp::OcspRequest;
+pub use status::{MAX_REQUESTED, MAX_URLS, MAX_URL_LEN};
 
 /// A call that cannot be answered with a result value.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +100,9 @@ pub struct EvseSecurity {
     key_gid: Option<u32>,
     /// Recent `VerifyCertificate` verdicts.
     verdicts: verification::VerdictCache,
+    /// The certificate statuses in force (OCPP 2.1 M07). Replaced whole,
+    /// under the writer lock.
+    statuses: RwLock<Arc<status::StatusTable>>,
     _lock: StoreLock,
 }
 
@@ -139,6 +145,7 @@ impl EvseSecurity {
             "store loaded from {}",
             layout.config.certs_directory.display()
         );
+        let statuses = store::certificate_status::read(&layout.config.certs_directory, clock.now());
         let security = EvseSecurity {
             layout,
             clock,
@@ -151,6 +158,7 @@ impl EvseSecurity {
             current: RwLock::new(snapshot),
             key_gid,
             verdicts: verification::VerdictCache::default(),
+            statuses: RwLock::new(Arc::new(status::StatusTable::new(statuses))),
             _lock: lock,
         };
         {
@@ -159,6 +167,20 @@ impl EvseSecurity {
             security.schedule_tpm_retry(&mut writer);
         }
         Ok(security)
+    }
+
+    /// The certificate statuses in force.
+    fn statuses(&self) -> Arc<status::StatusTable> {
+        self.statuses
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts a new table of certificate statuses in force; only under the
+    /// writer lock.
+    fn set_statuses(&self, table: status::StatusTable) {
+        *self.statuses.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
     }
 
     /// The configuration in force.

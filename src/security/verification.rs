@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::status::StatusTable;
 use super::{Error, EvseSecurity};
 use crate::index::Snapshot;
 use crate::types::{CaCertificateType, CertificateValidationResult, LeafCertificateType, BUNDLES};
@@ -24,21 +25,24 @@ impl EvseSecurity {
             return Ok(refused.result);
         }
         let snap = self.snapshot();
+        let statuses = self.statuses();
         let now = self.now();
         let key = verdict_key(chain_pem, types);
-        if let Some(result) = self.verdicts.get(&key, &snap, types, now) {
+        if let Some(result) = self.verdicts.get(&key, &snap, &statuses, types, now) {
             return Ok(result);
         }
         let (result, from, until) = match read_chain(chain_pem) {
             Ok((chain, _)) => {
                 let result =
-                    Self::verify_parsed(&snap, &chain, types, now, LeafTime::ValidNow).result;
+                    Self::verify_parsed(&snap, &statuses, &chain, types, now, LeafTime::ValidNow)
+                        .result;
                 // The verdict holds until the next notBefore or notAfter of
                 // the chain or of the anchors it could be checked against.
                 let bundles: Vec<CaCertificateType> = types.iter().map(|t| t.anchor()).collect();
                 let anchors = snap.trust_anchors_for(&bundles, &chain);
                 let (from, until) = validity_window(chain.iter().chain(anchors), now);
-                (result, from, until)
+                // Or until a certificate status entry goes stale.
+                (result, from, until.min(statuses.next_expiry()))
             }
             Err(refused) => (refused.result, i64::MIN, i64::MAX),
         };
@@ -50,6 +54,7 @@ impl EvseSecurity {
             key,
             Verdict {
                 bundles: built_of(&snap, types),
+                statuses: statuses.generation,
                 from,
                 until,
                 result,
@@ -70,8 +75,13 @@ impl EvseSecurity {
             return None;
         }
         let snap = self.snapshot();
-        self.verdicts
-            .get(&verdict_key(chain_pem, types), &snap, types, self.now())
+        self.verdicts.get(
+            &verdict_key(chain_pem, types),
+            &snap,
+            &self.statuses(),
+            types,
+            self.now(),
+        )
     }
 
     /// The verdict on a chain argument over `[limits] max_pem_bytes`,
@@ -101,15 +111,17 @@ impl EvseSecurity {
             Err(refused) => return refused,
         };
         let snap = self.snapshot();
+        let statuses = self.statuses();
         let now = self.now();
-        let verdict = Self::verify_parsed(&snap, &facts, types, now, LeafTime::ValidNow);
+        let verdict = Self::verify_parsed(&snap, &statuses, &facts, types, now, LeafTime::ValidNow);
         if verdict.result != V::Expired {
             return verdict;
         }
         // A chain that is valid a day away on either side points at the
         // station's clock rather than at the chain (EVerest #1662).
         let valid_at = |at| {
-            Self::verify_parsed(&snap, &facts, types, at, LeafTime::ValidNow).result == V::Valid
+            Self::verify_parsed(&snap, &statuses, &facts, types, at, LeafTime::ValidNow).result
+                == V::Valid
         };
         let clock = if valid_at(now - DAY) {
             Some("was valid a day ago")
@@ -131,8 +143,9 @@ impl EvseSecurity {
     }
 
     /// Contract 5.4 on a parsed chain, against the bundles of `snap`.
-    pub(crate) fn verify_parsed(
+    pub(super) fn verify_parsed(
         snap: &Snapshot,
+        statuses: &StatusTable,
         chain: &[CertFacts],
         types: &[LeafCertificateType],
         now: i64,
@@ -164,12 +177,27 @@ impl EvseSecurity {
                 "no certificate is installed for these types",
             );
         }
-        verify::verify_chain(
+        let verdict = verify::verify_chain(
             &snap.trust_anchors_for(&anchors, chain),
             chain,
             now,
             leaf_time,
-        )
+        );
+        match statuses.revoked_in(&verdict.path, now) {
+            Some((depth, entry)) if verdict.result == V::Valid => ChainVerdict {
+                result: V::Revoked,
+                reason: format!(
+                    "a certificate status entry ({}, until {}) says it is revoked",
+                    entry.source,
+                    crate::store::format_utc(entry.expires)
+                ),
+                depth: Some(depth),
+                subject: chain.get(depth).map(|c| c.common_name()),
+                openssl_error: None,
+                path: Vec::new(),
+            },
+            _ => verdict,
+        }
     }
 }
 
@@ -204,6 +232,8 @@ fn built_of(snap: &Snapshot, types: &[LeafCertificateType]) -> [u64; BUNDLES] {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Verdict {
     bundles: [u64; BUNDLES],
+    /// The generation of the certificate status table it was checked with.
+    statuses: u64,
     from: i64,
     until: i64,
     result: CertificateValidationResult,
@@ -240,6 +270,7 @@ impl VerdictCache {
         &self,
         key: &Fingerprint,
         snap: &Snapshot,
+        statuses: &StatusTable,
         types: &[LeafCertificateType],
         now: i64,
     ) -> Option<CertificateValidationResult> {
@@ -249,7 +280,10 @@ impl VerdictCache {
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
             .copied()?;
-        (verdict.bundles == built_of(snap, types) && verdict.from <= now && now < verdict.until)
+        (verdict.bundles == built_of(snap, types)
+            && verdict.statuses == statuses.generation
+            && verdict.from <= now
+            && now < verdict.until)
             .then_some(verdict.result)
     }
 

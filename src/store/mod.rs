@@ -2,6 +2,7 @@
 //! write transaction, and the watcher that sees changes made by hand.
 
 mod bundle_file;
+pub(crate) mod certificate_status;
 mod durable;
 mod file_hash;
 mod hash_links;
