@@ -344,3 +344,89 @@ fn sign_sha256(signer: &Issued, data: &[u8]) -> String {
     s.update(data).unwrap();
     openssl::base64::encode_block(&s.sign_to_vec().unwrap())
 }
+
+#[tokio::test]
+async fn every_ocpp_21_member_maps_its_wire_values() {
+    use evsec::dbus::{WireStatusEntry, WireStatusRequest};
+
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    let (c, _server) = connect(Arc::new(store.open())).await;
+
+    // ConfirmCertificateInUse: the station's own CSMS certificate, with
+    // nothing else to remove; an unknown one; malformed hash data.
+    let csms = wire_hash_of(&pki.csms_leaf, &pki.csms_root);
+    assert_eq!(
+        c.confirm_certificate_in_use(&csms).await.unwrap(),
+        "Accepted"
+    );
+    let unknown = wire_hash_of(&pki.csms_root, &pki.mo_root);
+    assert_eq!(
+        c.confirm_certificate_in_use(&unknown).await.unwrap(),
+        "NotFound"
+    );
+    let mut bad = csms.clone();
+    bad.hash_algorithm = "MD5".into();
+    assert!(invalid_args(c.confirm_certificate_in_use(&bad).await).contains("SHA256"));
+
+    // GetCertificateStatusRequestData: the SECC leaf, whose Sub-CAs are
+    // installed in the V2G bundle (trust anchors), with its OCSP URL.
+    let secc = wire_hash_of(&pki.secc_leaf, &pki.cpo_sub2);
+    assert_eq!(
+        c.get_certificate_status_request_data(&pki.secc_chain_pem())
+            .await
+            .unwrap(),
+        vec![WireStatusRequest {
+            certificate_hash_data: secc.clone(),
+            urls: vec![Pki::OCSP_URL.to_owned()],
+        }]
+    );
+    assert!(
+        invalid_args(c.get_certificate_status_request_data("junk").await)
+            .contains("certificate_chain")
+    );
+
+    // UpdateCertificateStatus and GetCertificateStatusEntries.
+    let next_update = evsec::x509::now() + 3600;
+    assert_eq!(
+        c.update_certificate_status(&secc, "Revoked", "OCSP", next_update)
+            .await
+            .unwrap(),
+        "Accepted"
+    );
+    assert_eq!(
+        c.update_certificate_status(&secc, "Bad", "OCSP", next_update)
+            .await
+            .unwrap(),
+        "InvalidFormat"
+    );
+    let entries = c.get_certificate_status_entries().await.unwrap();
+    assert_eq!(entries.len(), 1);
+    let WireStatusEntry {
+        certificate_hash_data,
+        status,
+        source,
+        expires,
+        ..
+    } = &entries[0];
+    assert_eq!(
+        (
+            certificate_hash_data,
+            status.as_str(),
+            source.as_str(),
+            *expires
+        ),
+        (&secc, "Revoked", "OCSP", next_update)
+    );
+    assert_eq!(
+        c.verify_certificate(&pki.secc_chain_pem(), &["V2G"])
+            .await
+            .unwrap(),
+        "Revoked"
+    );
+    assert!(c
+        .get_certificate_status_request_data(&pki.secc_chain_pem())
+        .await
+        .unwrap()
+        .is_empty());
+}
