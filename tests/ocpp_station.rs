@@ -44,14 +44,29 @@ fn the_ocpp_client_plays_renewal_root_rotation_and_chain_status() {
     write("next-root.pem", next_root.pem().as_bytes());
     let stranger = issue(&CertSpec::ca("Somebody's Root", None), None).unwrap();
     write("stranger-root.pem", stranger.pem().as_bytes());
-    let sub1 = issue(&CertSpec::ca("MO Sub-CA 1", Some(1)).ocsp("http://ocsp.mo.test/"), Some(&pki.mo_root)).unwrap();
-    let sub2 = issue(&CertSpec::ca("MO Sub-CA 2", Some(0)).crl("http://crl.mo.test/sub2.crl"), Some(&sub1)).unwrap();
-    let contract = issue(&CertSpec::leaf("EMAID-0001").ocsp("http://ocsp.mo.test/"), Some(&sub2)).unwrap();
+    let sub1 = issue(
+        &CertSpec::ca("MO Sub-CA 1", Some(1)).ocsp("http://ocsp.mo.test/"),
+        Some(&pki.mo_root),
+    )
+    .unwrap();
+    let sub2 = issue(
+        &CertSpec::ca("MO Sub-CA 2", Some(0)).crl("http://crl.mo.test/sub2.crl"),
+        Some(&sub1),
+    )
+    .unwrap();
+    let contract = issue(
+        &CertSpec::leaf("EMAID-0001").ocsp("http://ocsp.mo.test/"),
+        Some(&sub2),
+    )
+    .unwrap();
     let chain = contract.pem() + &sub2.pem() + &sub1.pem() + &pki.mo_root.pem();
     write("contract-chain.pem", chain.as_bytes());
 
     let out = Command::new(&python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ocpp_station.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/ocpp_station.py"
+        ))
         .args(["--bus", &bus.address, "--pki"])
         .arg(&dir)
         .output()
@@ -63,7 +78,12 @@ fn the_ocpp_client_plays_renewal_root_rotation_and_chain_status() {
     // Every message it sent or received was validated: 2 + 2 for the
     // renewal, 2 per root install, one request per asked member plus the
     // answer.
-    let sent = |action: &str| stdout.lines().filter(|l| l.starts_with("-> [2,") && l.contains(action)).count();
+    let sent = |action: &str| {
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("-> [2,") && l.contains(action))
+            .count()
+    };
     assert_eq!(sent("\"SignCertificate\""), 1, "{stdout}");
     assert_eq!(sent("\"CertificateSigned\""), 1, "{stdout}");
     assert_eq!(sent("\"InstallCertificate\""), 2, "{stdout}");
@@ -77,11 +97,18 @@ fn the_ocpp_client_plays_renewal_root_rotation_and_chain_status() {
         .filter(|n| n.ends_with(".pem") || n.ends_with(".key"))
         .collect();
     assert_eq!(leaf_files.len(), 2, "{leaf_files:?}");
-    assert!(!leaf_files.contains(&"CSMS_LEAF.pem".to_owned()), "{leaf_files:?}");
+    assert!(
+        !leaf_files.contains(&"CSMS_LEAF.pem".to_owned()),
+        "{leaf_files:?}"
+    );
     assert_eq!(
         std::fs::read_to_string(store.path("ca/csms/CSMS_ROOT_CA.pem")).unwrap(),
         next_root.pem()
     );
     let record = std::fs::read_to_string(store.path(".evsecd-certificate-status")).unwrap();
-    assert_eq!(record.matches("\"status\": \"Good\"").count(), 3, "{record}");
+    assert_eq!(
+        record.matches("\"status\": \"Good\"").count(),
+        3,
+        "{record}"
+    );
 }

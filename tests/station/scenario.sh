@@ -284,6 +284,26 @@ check_has iso20.tls_cipher "Ciphersuite: TLS_AES_256_GCM_SHA384" "$hs"
 check_has iso20.tls_verified "Verification: OK" "$hs"
 check_has iso20.tls_peer "CN = SECC-20-0001" "$hs"
 
+# --- OCPP 2.1 certificate status: asked by readers, recorded by the OCPP client -
+req=$(bus secc GetCertificateStatusRequestData s "$(cat "$W/secc.pem")")
+note "status request data: $req"
+check ocpp21.status_request_by_reader 1 "$(printf %s "$req" | jq '.data[0] | length')"
+check ocpp21.status_request_url "http://ocsp.station.test/" "$(printf %s "$req" | jq -r '.data[0][0][1][0]')"
+hash=$(printf %s "$req" | jq -r '.data[0][0][0] | join(" ")')
+until=$(( $(date +%s) + 3600 ))
+# shellcheck disable=SC2086
+check_has ocpp21.update_denied_to_reader "AccessDenied" "$(bus secc UpdateCertificateStatus "(ssss)ssx" $hash Revoked OCSP $until)"
+# shellcheck disable=SC2086
+check_has ocpp21.confirm_denied_to_reader "AccessDenied" "$(bus secc ConfirmCertificateInUse "(ssss)" $hash)"
+# shellcheck disable=SC2086
+check ocpp21.update_status Accepted "$(data "$(bus ocpp UpdateCertificateStatus "(ssss)ssx" $hash Revoked OCSP $until)")"
+check ocpp21.verify_revoked Revoked "$(data "$(bus secc VerifyCertificate sas "$(cat "$W/secc.pem")" 1 V2G)")"
+check ocpp21.record_owner "644 evsec" "$(stat -c '%a %U' "$STORE/.evsecd-certificate-status")"
+# The same hash data again: the newer entry replaces the older.
+# shellcheck disable=SC2086
+check ocpp21.update_good Accepted "$(data "$(bus ocpp UpdateCertificateStatus "(ssss)ssx" $hash Good OCSP $until)")"
+check ocpp21.verify_good_again Valid "$(data "$(bus secc VerifyCertificate sas "$(cat "$W/secc.pem")" 1 V2G)")"
+
 # --- firmware downloaded into the OCPP client's own /tmp -----------------------
 runuser -u ocpp -- sh -c 'umask 077; head -c 300000 /dev/urandom > /tmp/firmware.bin'
 openssl dgst -sha256 -sign "$W/mfsigner.key" -out "$W/fw.sig" /tmp/firmware.bin
