@@ -63,17 +63,22 @@ fn open(store: &TempStore, clock: &Clock) -> EvseSecurity {
     EvseSecurity::open_with_clock(store.config(), clock.clone()).unwrap()
 }
 
+/// A store with the test PKI on a manual clock, and a contract chain.
+fn station() -> (TempStore, Clock, EvseSecurity, Contract) {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    let clock = Clock::manual(evsec::x509::now());
+    let sec = open(&store, &clock);
+    (store, clock, sec, Contract::new(&pki))
+}
+
 fn asked(sec: &EvseSecurity, chain: &str) -> Vec<(HashData, Vec<String>)> {
     sec.get_certificate_status_request_data(chain).unwrap()
 }
 
 #[test]
 fn members_without_a_fresh_entry_are_asked_about_and_revoked_is_answered() {
-    let pki = Pki::generate().unwrap();
-    let store = TempStore::with_pki(&pki);
-    let clock = Clock::manual(evsec::x509::now());
-    let sec = open(&store, &clock);
-    let c = Contract::new(&pki);
+    let (store, clock, sec, c) = station();
     let chain = c.pem();
     let (leaf, sub2, sub1) = (
         hash_of(&c.leaf, &c.sub2),
@@ -159,11 +164,7 @@ fn members_without_a_fresh_entry_are_asked_about_and_revoked_is_answered() {
 
 #[test]
 fn an_entry_is_kept_a_week_at_most() {
-    let pki = Pki::generate().unwrap();
-    let store = TempStore::with_pki(&pki);
-    let clock = Clock::manual(evsec::x509::now());
-    let sec = open(&store, &clock);
-    let c = Contract::new(&pki);
+    let (store, clock, sec, c) = station();
     let leaf = hash_of(&c.leaf, &c.sub2);
     let now = clock.now();
     assert_eq!(
@@ -195,11 +196,7 @@ fn an_entry_is_kept_a_week_at_most() {
 
 #[test]
 fn bad_status_source_or_next_update_is_invalid_format_and_changes_nothing() {
-    let pki = Pki::generate().unwrap();
-    let store = TempStore::with_pki(&pki);
-    let clock = Clock::manual(evsec::x509::now());
-    let sec = open(&store, &clock);
-    let c = Contract::new(&pki);
+    let (store, clock, sec, c) = station();
     let leaf = hash_of(&c.leaf, &c.sub2);
     let now = clock.now();
     for (status, source, next_update) in [
