@@ -388,6 +388,7 @@ impl Config {
         };
         config.check_limits()?;
         config.check_tpm()?;
+        config.check_rotation()?;
         Ok(config)
     }
 
@@ -444,6 +445,28 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The CSMS root rotation removes every CSMS certificate but two: the
+    /// CSMS bundle must hold nothing else.
+    fn check_rotation(&self) -> Result<(), ConfigError> {
+        if !self.ocpp.additional_root_certificate_check {
+            return Ok(());
+        }
+        let csms = self.ca_bundle(CaCertificateType::CSMS);
+        match CaCertificateType::ALL
+            .iter()
+            .find(|ca| **ca != CaCertificateType::CSMS && self.ca_bundle(**ca) == csms)
+        {
+            Some(other) => Err(ConfigError::Value {
+                key: "ocpp.additional_root_certificate_check",
+                message: format!(
+                    "csms_ca_bundle is also {}: the root rotation would remove its certificates",
+                    Config::ca_bundle_key(*other)
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The bundle path of a CA type.
@@ -588,5 +611,19 @@ mod tests {
                 .unwrap();
         assert_eq!(c.tpm.propquery(), "?provider=tpm2");
         assert_eq!(c.tpm.tcti.as_deref(), Some("device:/dev/tpmrm0"));
+    }
+
+    #[test]
+    fn the_root_rotation_needs_a_csms_bundle_of_its_own() {
+        let shared = "csms_ca_bundle = \"ca/all\"\nmo_ca_bundle = \"ca/all\"\n";
+        assert!(Config::parse(shared).is_ok());
+        let err = Config::parse(&format!(
+            "{shared}[ocpp]\nadditional_root_certificate_check = true\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key `ocpp.additional_root_certificate_check`: csms_ca_bundle is also mo_ca_bundle: the root rotation would remove its certificates"
+        );
     }
 }

@@ -45,6 +45,7 @@ pub async fn run(security: Arc<EvseSecurity>, announcements: mpsc::Sender<Announ
         let store = security.clone();
         let work = move || {
             store.maintain();
+            store.prune_certificate_statuses();
             let removed = if collect {
                 store.garbage_collect()
             } else {

@@ -48,7 +48,8 @@ impl RenewalWatch {
                 self.last = None;
                 return None;
             }
-            LeafExpiry::Valid { leaf, days } => (Some(leaf), days),
+            // 0 says no valid leaf is left: a leaf in its last day says 1.
+            LeafExpiry::Valid { leaf, days } => (Some(leaf), days.max(1)),
             LeafExpiry::NoValidLeaf => (None, 0),
         };
         let due = match self.last {

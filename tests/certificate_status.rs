@@ -267,3 +267,32 @@ fn an_installed_sub_ca_is_a_trust_anchor_and_is_not_asked_about() {
         .collect();
     assert_eq!(asked, vec![hash_of(&c.sub2, &c.sub1)]);
 }
+
+#[test]
+fn a_newer_entry_hides_an_older_one_of_another_algorithm_after_it_goes_stale() {
+    let (_store, clock, sec, c) = station();
+    let sub2 = hash_of(&c.sub2, &c.sub1);
+    let sub2_384 = hash_in(HashAlgorithm::SHA384, &c.sub2, &c.sub1);
+    let now = clock.now();
+    // Sub-CA 2 is not in the store: the two names cannot be matched when
+    // the second arrives.
+    assert_eq!(
+        sec.update_certificate_status(&sub2_384, "Good", "OCSP", now + WEEK)
+            .unwrap(),
+        U::Accepted
+    );
+    clock.advance(1);
+    assert_eq!(
+        sec.update_certificate_status(&sub2, "Revoked", "CRL", now + 3600)
+            .unwrap(),
+        U::Accepted
+    );
+    assert_eq!(
+        sec.verify_certificate(&c.pem(), &[L::MO]).unwrap(),
+        V::Revoked
+    );
+    clock.advance(3600);
+    // The revocation went stale; the older Good does not come back.
+    let asked: Vec<HashData> = asked(&sec, &c.pem()).into_iter().map(|(h, _)| h).collect();
+    assert!(asked.contains(&sub2), "{asked:?}");
+}

@@ -663,3 +663,39 @@ async fn p521_secc_serves_tls13_to_known_oems_only() {
 async fn ed448_secc_serves_tls13_to_known_oems_only() {
     tls_for_both_editions(CsrKey::Ed448).await;
 }
+
+#[test]
+fn garbage_collection_keeps_the_newest_leaf_of_each_secc_type() {
+    let pki20 = Pki20::generate(CsrKey::P521).unwrap();
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    // An expired -20 leaf beside the valid -2 one; one leaf kept per type.
+    let old = issue_with_key(
+        &CertSpec::secc("SECC-20-OLD").valid(-30, -1),
+        Some(&pki20.cpo_sub2),
+        generate_key(CsrKey::P521).unwrap(),
+    )
+    .unwrap();
+    let cso = store.path("client/cso");
+    fs::write(cso.join("SECC_LEAF_OLD20.pem"), old.pem()).unwrap();
+    place_key(&store, "SECC_LEAF_OLD20.key", &old.key);
+    let sec = EvseSecurity::open(store.config_with("[gc]\nkeep_leaves = 1\n")).unwrap();
+    assert_eq!(
+        sec.get_leaf_certificate_info(L::V2G20, false).0,
+        Info::NotFoundValid
+    );
+    sec.garbage_collect();
+    assert!(
+        cso.join("SECC_LEAF_OLD20.pem").exists(),
+        "the only -20 leaf stays"
+    );
+    assert!(cso.join("SECC_LEAF_OLD20.key").exists());
+    assert_eq!(
+        sec.get_leaf_certificate_info(L::V2G20, false).0,
+        Info::NotFoundValid
+    );
+    assert_eq!(
+        sec.get_leaf_certificate_info(L::V2G, false).0,
+        Info::Accepted
+    );
+}

@@ -50,8 +50,8 @@ async fn expiring_leaves_are_signalled_without_polling() {
         Some(("CSMS".into(), 10))
     );
 
-    // The only V2G leaf, valid for seconds: 0 days left when installed, and
-    // 0 again once it has expired.
+    // The only V2G leaf, valid for seconds: 1 (its last day) when it is
+    // installed, and 0 once it has expired.
     let (status, csr) = c
         .generate_certificate_signing_request("V2G", "DE", "Example CPO", "SECC-0009", false)
         .await
@@ -73,7 +73,7 @@ async fn expiring_leaves_are_signalled_without_polling() {
     );
     assert_eq!(
         next_warning(&mut warnings, Duration::from_secs(10)).await,
-        Some(("V2G".into(), 0))
+        Some(("V2G".into(), 1))
     );
     assert_eq!(
         next_warning(&mut warnings, Duration::from_secs(15)).await,

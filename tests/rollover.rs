@@ -302,3 +302,48 @@ fn without_the_check_a_csms_root_is_an_ordinary_ca() {
     assert_eq!((outcome.result, outcome.changes.len()), (C::Accepted, 0));
     assert_eq!(tree_contents(&store.certs), before);
 }
+
+#[test]
+fn a_new_root_counts_as_installed_once_its_predecessor_expired() {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    // The CSMS root in use expires in two days.
+    let a = issue(&CertSpec::ca("Short CSMS Root", None).valid(-1, 2), None).unwrap();
+    fs::write(store.path("ca/csms/CSMS_ROOT_CA.pem"), a.pem()).unwrap();
+    let clock = evsec::clock::Clock::manual(evsec::x509::now());
+    let sec = EvseSecurity::open_with_clock(store.config_with(ROTATION), clock.clone()).unwrap();
+    let b = successor("CSMS Root CA B", &a);
+    assert_eq!(
+        sec.install_ca_certificate(&b.pem(), Ca::CSMS).result,
+        I::Accepted
+    );
+    let record = fs::read_to_string(store.path(".evsecd-csms-rotation")).unwrap();
+    let b_fingerprint = evsec::x509::hex(&CertFacts::new(b.cert.clone()).unwrap().fingerprint);
+    assert!(
+        record.contains(&format!("\"in_use\": \"{b_fingerprint}\"")),
+        "{record}"
+    );
+    clock.advance(3 * 86_400);
+    assert!(
+        sec.is_ca_certificate_installed(Ca::CSMS),
+        "B is valid, A is not"
+    );
+}
+
+#[test]
+fn confirming_a_client_certificate_that_cannot_be_in_use_removes_nothing() {
+    let pki = Pki::generate().unwrap();
+    let store = TempStore::with_pki(&pki);
+    let expired = issue(
+        &CertSpec::leaf("CS-0001").valid(-10, -1),
+        Some(&pki.csms_root),
+    )
+    .unwrap();
+    fs::write(store.path("client/csms/OLD.pem"), expired.pem()).unwrap();
+    fs::write(store.path("client/csms/OLD.key"), expired.key_pem()).unwrap();
+    let sec = store.open();
+    let before = tree_contents(&store.certs);
+    let outcome = sec.confirm_certificate_in_use(&hash_of(&expired.cert, &pki.csms_root));
+    assert_eq!((outcome.result, outcome.changes.len()), (C::Failed, 0));
+    assert_eq!(tree_contents(&store.certs), before);
+}

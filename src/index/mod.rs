@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::store::issuer_keys::{self, IssuerKeys};
+use crate::store::rotation::{self, Rotation};
 use crate::store::{
     self, BundleMode, Committed, FileKind, FileStamp, KeyIdentity, Layout, Touched,
 };
@@ -96,8 +96,8 @@ pub struct Index {
     usage: StoreUsage,
     /// TPM keys read while their TPM could not be reached.
     awaiting_tpm: BTreeSet<PathBuf>,
-    /// The record of issuer keys, for CA certificates whose issuer left.
-    issuer_keys: IssuerKeys,
+    /// The record of the CSMS root rotation.
+    rotation: Rotation,
     dirty: Dirty,
     last: Option<Arc<Snapshot>>,
     generation: u64,
@@ -108,7 +108,7 @@ impl Index {
     pub fn load(layout: Layout) -> Index {
         let on_disk = parse_cache::load(&layout.config.certs_directory);
         let mut index = Index {
-            issuer_keys: issuer_keys::read(&layout.config.certs_directory),
+            rotation: rotation::read(&layout.config.certs_directory),
             layout,
             files: BTreeMap::new(),
             parsed: HashMap::new(),
@@ -223,13 +223,13 @@ impl Index {
         for facts in &committed.parsed {
             self.remember(facts);
         }
-        let record = issuer_keys::path(&self.layout.config.certs_directory);
+        let record = rotation::path(&self.layout.config.certs_directory);
         for t in &committed.touched {
             if t.path() == record {
-                self.issuer_keys = match t {
-                    Touched::Written(_, bytes) => issuer_keys::decode(&record, bytes),
-                    Touched::Removed(_) => IssuerKeys::new(),
-                    Touched::Restored(_) => issuer_keys::read(&self.layout.config.certs_directory),
+                self.rotation = match t {
+                    Touched::Written(_, bytes) => rotation::decode(&record, bytes),
+                    Touched::Removed(_) => Rotation::default(),
+                    Touched::Restored(_) => rotation::read(&self.layout.config.certs_directory),
                 };
                 self.dirty.bundles = [true; BUNDLES];
                 continue;
@@ -511,7 +511,7 @@ impl Index {
                 mode,
                 files.iter(),
                 &mut self.pairs,
-                &self.issuer_keys,
+                &self.rotation,
                 self.generation,
             );
             bundles.push(Arc::new(bundle));

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::pairs::PairCache;
-use crate::store::issuer_keys::IssuerKeys;
+use crate::store::rotation::Rotation;
 use crate::store::{BundleMode, FileStamp};
 use crate::types::{CaCertificateType, HashAlgorithm, HashData, LeafCertificateType};
 use crate::x509::{CertFacts, Fingerprint};
@@ -143,6 +143,8 @@ pub struct Bundle {
     pub built: u64,
     /// Nodes by the DER of their subject, to find issuers by name.
     by_subject: HashMap<Vec<u8>, Vec<usize>>,
+    /// The CSMS root the rotation record names as in use.
+    in_use: Option<Fingerprint>,
 }
 
 impl Bundle {
@@ -152,7 +154,7 @@ impl Bundle {
         mode: BundleMode,
         files: impl Iterator<Item = &'a Arc<CertFile>>,
         pairs: &mut PairCache,
-        issuer_keys: &IssuerKeys,
+        rotation: &Rotation,
         built: u64,
     ) -> Bundle {
         let mut nodes: Vec<Node> = Vec::new();
@@ -211,13 +213,14 @@ impl Bundle {
                 .map(|issuer| pairs.hash(&nodes[i].cert, issuer));
             nodes[i].issuer_key_bits = issuer.map(|issuer| issuer.key_bits.clone());
             if nodes[i].issuer_key_bits.is_none() {
-                if let Some(bits) = issuer_keys.get(&nodes[i].cert.fingerprint) {
+                if let Some(bits) = rotation.issuer_keys.get(&nodes[i].cert.fingerprint) {
                     nodes[i].hash = Some(nodes[i].cert.hash_data(HashAlgorithm::SHA256, bits));
                     nodes[i].issuer_key_bits = Some(bits.clone());
                 }
             }
         }
         Bundle {
+            in_use: rotation.in_use.filter(|_| ca == CaCertificateType::CSMS),
             ca,
             path: path.to_owned(),
             mode,
@@ -245,9 +248,22 @@ impl Bundle {
         })
     }
 
-    /// The certificate installed last, if any.
+    /// The certificate installed last, if any: the CSMS root the rotation
+    /// record names, else the one whose file changed last.
     pub fn installed_last(&self) -> Option<&Node> {
-        self.nodes.iter().max_by_key(|n| n.added)
+        self.in_use
+            .and_then(|f| self.nodes.iter().find(|n| n.cert.fingerprint == f))
+            .or_else(|| self.nodes.iter().max_by_key(|n| n.added))
+    }
+
+    /// The roots, or, when every certificate is a root of its own (the
+    /// CSMS roots under the rotation), every certificate.
+    pub fn anchors(&self, each_own_root: bool) -> Vec<usize> {
+        if each_own_root {
+            (0..self.nodes.len()).collect()
+        } else {
+            self.roots().collect()
+        }
     }
 
     /// Descendants of `i` in depth-first pre-order, `i` excluded. Safe
@@ -266,9 +282,12 @@ impl Bundle {
         out
     }
 
-    /// True when the bundle holds a currently valid root.
-    pub fn has_valid_root(&self, now: i64) -> bool {
-        self.roots().any(|i| self.nodes[i].cert.is_valid_at(now))
+    /// True when the bundle holds a currently valid root (of
+    /// [`Bundle::anchors`]).
+    pub fn has_valid_root(&self, now: i64, each_own_root: bool) -> bool {
+        self.anchors(each_own_root)
+            .into_iter()
+            .any(|i| self.nodes[i].cert.is_valid_at(now))
     }
 }
 

@@ -46,7 +46,7 @@ impl EvseSecurity {
                 return Outcome::unchanged(R::InvalidFormat);
             };
             if let Err(reason) = crate::iso15118::check_v2g_ca(x509, cert.self_signed) {
-                tracing::warn!(subject = %cert.common_name(), %reason, "V2G CA certificate refused: not the ISO 15118-2 profile");
+                tracing::warn!(subject = %cert.common_name(), %reason, "V2G CA certificate refused: not the ISO 15118 profile");
                 return refused(R::InvalidCertificateChain);
             }
         }
@@ -55,7 +55,7 @@ impl EvseSecurity {
         }
         let cert = Arc::new(cert);
         let limits = &self.config().limits;
-        let rotation = ca == CaCertificateType::CSMS && self.rotation();
+        let rotation = self.each_own_root(ca);
         self.write(StoreOperation::Installed, |snap, tx| {
             let bundle = snap.bundle(ca);
             if bundle.nodes.iter().any(|n| n.cert.fingerprint == cert.fingerprint) {
@@ -93,7 +93,7 @@ impl EvseSecurity {
             };
             let written = written.and_then(|()| match in_use {
                 Some(in_use) => {
-                    let record = store::issuer_keys::path(&self.config().certs_directory);
+                    let record = store::rotation::path(&self.config().certs_directory);
                     super::rollover::finish_rotation(snap, tx, &record, in_use, &cert)
                 }
                 None => Ok(()),
@@ -115,7 +115,6 @@ impl EvseSecurity {
     /// Contract 5.2.
     pub fn delete_certificate(&self, query: &HashData) -> Outcome<DeleteCertificateResult> {
         use DeleteCertificateResult as R;
-        let rotation = self.rotation();
         self.write(StoreOperation::Deleted, |snap, tx| {
             let no_leaves = Vec::new();
             let secc_doomed: Vec<&Leaf> = snap
@@ -138,7 +137,7 @@ impl EvseSecurity {
                 if !done_paths.insert(&bundle.path) {
                     continue;
                 }
-                let doomed = bundle.doomed_by(query, rotation && bundle.ca == CaCertificateType::CSMS);
+                let doomed = bundle.doomed_by(query, self.each_own_root(bundle.ca));
                 for node in &doomed {
                     let c = &bundle.nodes[*node].cert;
                     tracing::info!(ca = %bundle.ca, subject = %c.common_name(), serial = %c.serial, "deleting CA certificate");
@@ -206,9 +205,18 @@ impl EvseSecurity {
         self.config().ocpp.additional_root_certificate_check
     }
 
+    /// Whether every certificate of `ca`'s bundle is a root of its own:
+    /// the CSMS roots under the rotation, where a new root is issued by
+    /// the one it replaces (§11.2).
+    pub(super) fn each_own_root(&self, ca: CaCertificateType) -> bool {
+        ca == CaCertificateType::CSMS && self.rotation()
+    }
+
     /// Contract 5.9.
     pub fn is_ca_certificate_installed(&self, ca: CaCertificateType) -> bool {
-        self.snapshot().bundle(ca).has_valid_root(self.now())
+        self.snapshot()
+            .bundle(ca)
+            .has_valid_root(self.now(), self.each_own_root(ca))
     }
 
     /// Contract 5.13: the file to hand to a TLS stack as CAfile.
@@ -220,7 +228,8 @@ impl EvseSecurity {
             BundleMode::Directory => {
                 let now = self.now();
                 bundle
-                    .roots()
+                    .anchors(self.each_own_root(ca))
+                    .into_iter()
                     .map(|i| &bundle.nodes[i])
                     .filter(|n| n.cert.is_valid_at(now))
                     .flat_map(|n| n.files.iter())
@@ -286,12 +295,7 @@ fn installed_chains(
             Some(ca) => {
                 let bundle = snap.bundle(ca);
                 let own_chains = rotation && ca == CaCertificateType::CSMS;
-                let roots: Vec<usize> = if own_chains {
-                    (0..bundle.nodes.len()).collect()
-                } else {
-                    bundle.roots().collect()
-                };
-                for root in roots {
+                for root in bundle.anchors(own_chains) {
                     let below = if own_chains {
                         Vec::new()
                     } else {

@@ -2,14 +2,14 @@
 //! evsecd generated and no certificate took up, and OCSP responses of
 //! certificates that are gone.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::EvseSecurity;
 use crate::index::{hash_matches, sort_newest_first, Leaf, Snapshot};
 use crate::store::{self, pending_keys, StoreChange};
-use crate::types::StoreOperation;
+use crate::types::{LeafCertificateType, StoreOperation};
 use crate::x509::{self, CertFacts, Fingerprint};
 
 impl EvseSecurity {
@@ -24,12 +24,23 @@ impl EvseSecurity {
             let mut removed_leaves: HashSet<crate::x509::Fingerprint> = HashSet::new();
 
             for domain in &snap.leaves {
-                let mut leaves: Vec<&Leaf> = domain.leaves.iter().collect();
-                sort_newest_first(&mut leaves);
-                for leaf in leaves.iter().skip(gc.keep_leaves.max(1)).filter(|l| l.cert.not_after < now) {
-                    tracing::info!(leaf = %domain.leaf, subject = %leaf.cert.common_name(), serial = %leaf.cert.serial, "removing expired leaf");
-                    doomed.extend(leaf.files.iter().map(|f| f.path.clone()));
-                    removed_leaves.insert(leaf.cert.fingerprint);
+                // The SECC directories hold -2 and -20 leaves: each type
+                // keeps its own newest.
+                let mut by_type: BTreeMap<Option<LeafCertificateType>, Vec<&Leaf>> = BTreeMap::new();
+                for leaf in &domain.leaves {
+                    let kind = [domain.leaf, LeafCertificateType::V2G20]
+                        .into_iter()
+                        .filter(|t| t.stored_in() == Some(domain.leaf))
+                        .find(|t| t.fits_key(leaf.cert.key_algorithm));
+                    by_type.entry(kind).or_default().push(leaf);
+                }
+                for (_, mut leaves) in by_type {
+                    sort_newest_first(&mut leaves);
+                    for leaf in leaves.iter().skip(gc.keep_leaves.max(1)).filter(|l| l.cert.not_after < now) {
+                        tracing::info!(leaf = %domain.leaf, subject = %leaf.cert.common_name(), serial = %leaf.cert.serial, "removing expired leaf");
+                        doomed.extend(leaf.files.iter().map(|f| f.path.clone()));
+                        removed_leaves.insert(leaf.cert.fingerprint);
+                    }
                 }
             }
 

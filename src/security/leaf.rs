@@ -409,9 +409,13 @@ impl EvseSecurity {
                 },
                 None => LeafExpiry::NoValidLeaf,
             },
-            Err(GetCertificateInfoStatus::NotFound | GetCertificateInfoStatus::Rejected) => {
-                LeafExpiry::NoLeaf
-            }
+            // A valid leaf whose key did not pair (a TPM key waiting for its
+            // TPM) is no expiry: no renewal is started for it.
+            Err(
+                GetCertificateInfoStatus::NotFound
+                | GetCertificateInfoStatus::Rejected
+                | GetCertificateInfoStatus::PrivateKeyNotFound,
+            ) => LeafExpiry::NoLeaf,
             Err(_) => LeafExpiry::NoValidLeaf,
         }
     }

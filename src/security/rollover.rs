@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::{EvseSecurity, Outcome};
 use crate::index::{Bundle, Leaf, Node, Snapshot};
-use crate::store::issuer_keys::{self, IssuerKeys};
+use crate::store::rotation::{self, IssuerKeys, Rotation};
 use crate::store::{BundleMode, Transaction};
 use crate::types::{
     CaCertificateType, ConfirmCertificateResult, HashData, InstallCertificateResult,
@@ -32,9 +32,16 @@ impl EvseSecurity {
     ) -> Outcome<ConfirmCertificateResult> {
         use ConfirmCertificateResult as R;
         let rotation = self.rotation();
+        let now = self.now();
         self.write(StoreOperation::Deleted, |snap, tx| {
             if let Some(csms) = snap.leaf_domain(LeafCertificateType::CSMS) {
                 if let Some(used) = csms.leaves.iter().find(|l| l.matches(query)) {
+                    // A connection cannot use a leaf that is out of date or
+                    // has no key: the others are what it still has.
+                    if !used.cert.is_valid_at(now) || used.key.is_none() {
+                        tracing::warn!(subject = %used.cert.common_name(), serial = %used.cert.serial, "CSMS client certificate confirmed in use is not usable (out of date, or no key); nothing is removed");
+                        return Err(R::Failed);
+                    }
                     let others: Vec<&Leaf> = csms
                         .leaves
                         .iter()
@@ -59,8 +66,13 @@ impl EvseSecurity {
                         return Ok(R::Accepted);
                     }
                     tracing::info!(subject = %used.cert.common_name(), "the CSMS root is confirmed in use; its fallback goes");
-                    let record = issuer_keys::path(&self.config().certs_directory);
-                    return match keep_only(tx, &record, roots, &[used.cert.fingerprint]) {
+                    let record = rotation::path(&self.config().certs_directory);
+                    let fingerprint = used.cert.fingerprint;
+                    let fallbacks = roots.nodes.iter().filter(|n| n.cert.fingerprint != fingerprint).count();
+                    if fallbacks == 0 {
+                        return Ok(R::Accepted);
+                    }
+                    return match rotate(tx, &record, roots, &[fingerprint], fingerprint, None) {
                         Ok(()) => Ok(R::Accepted),
                         Err(e) => {
                             tracing::error!(error = %e, "cannot remove the CSMS fallback root; nothing is removed");
@@ -107,8 +119,9 @@ pub(super) fn root_in_use<'a>(
 }
 
 /// After a new root signed by `in_use` was written: the older fallbacks go,
-/// so that the bundle holds the new root and `in_use` only, and the new
-/// root's issuer key is recorded, for its hash data once `in_use` goes too.
+/// so that the bundle holds the new root and `in_use` only; the new root
+/// is recorded as in use, with its issuer's key, for its hash data once
+/// `in_use` goes too.
 pub(super) fn finish_rotation(
     snap: &Snapshot,
     tx: &mut Transaction<'_>,
@@ -117,20 +130,35 @@ pub(super) fn finish_rotation(
     new_root: &CertFacts,
 ) -> std::io::Result<()> {
     let roots = snap.bundle(CaCertificateType::CSMS);
-    keep_only(tx, record, roots, &[in_use.cert.fingerprint])?;
-    let mut keys = recorded_issuer_keys(roots, &[in_use.cert.fingerprint]);
-    keys.insert(new_root.fingerprint, in_use.cert.key_bits.clone());
-    tx.put(record, |_| issuer_keys::encode(&keys))
+    rotate(
+        tx,
+        record,
+        roots,
+        &[in_use.cert.fingerprint],
+        new_root.fingerprint,
+        Some((new_root.fingerprint, in_use.cert.key_bits.clone())),
+    )
 }
 
-/// Removes every certificate of `roots` but `keep`, and them alone (not
-/// what they issued), and records the issuer keys of those that stay.
-fn keep_only(
+/// Writes the rotation record (`in_use`, and the issuer keys of the roots
+/// that stay, plus `new_key`), then removes every certificate of `roots`
+/// but `keep`, and them alone (not what they issued). The record goes
+/// first: a root that stays may need its issuer key once the rest is gone.
+fn rotate(
     tx: &mut Transaction<'_>,
     record: &Path,
     roots: &Bundle,
     keep: &[Fingerprint],
+    in_use: Fingerprint,
+    new_key: Option<(Fingerprint, Vec<u8>)>,
 ) -> std::io::Result<()> {
+    let mut issuer_keys = recorded_issuer_keys(roots, keep);
+    issuer_keys.extend(new_key);
+    let record_bytes = rotation::encode(&Rotation {
+        in_use: Some(in_use),
+        issuer_keys,
+    });
+    tx.put(record, |_| record_bytes)?;
     let mut by_file: BTreeMap<&PathBuf, HashSet<Fingerprint>> = BTreeMap::new();
     for node in roots
         .nodes
@@ -145,14 +173,10 @@ fn keep_only(
                 .insert(node.cert.fingerprint);
         }
     }
-    if by_file.is_empty() {
-        return Ok(());
-    }
     for (file, doomed) in &by_file {
         tx.remove_certificates(file, doomed, roots.mode == BundleMode::File)?;
     }
-    let keys = recorded_issuer_keys(roots, keep);
-    tx.put(record, |_| issuer_keys::encode(&keys))
+    Ok(())
 }
 
 /// The issuer keys of the certificates `keep` names that are not

@@ -40,8 +40,9 @@ impl StatusTable {
         }
     }
 
-    /// The newest fresh entry whose hash data names `cert` issued by
-    /// `issuer`, in whatever algorithm it was given.
+    /// The newest entry whose hash data names `cert` issued by `issuer`,
+    /// in whatever algorithm it was given, when it is fresh. A newer stale
+    /// entry hides an older fresh one: that was replaced.
     fn fresh_for(&self, cert: &X509, issuer: &X509, now: i64) -> Option<&StatusEntry> {
         if self.entries.is_empty() {
             return None;
@@ -49,11 +50,12 @@ impl StatusTable {
         let serial = x509::serial_of(cert)?;
         self.entries
             .iter()
-            .filter(|e| e.is_fresh(now) && e.hash.serial_number == serial)
+            .filter(|e| e.hash.serial_number == serial)
             .filter(|e| {
                 x509::hash_data_of(cert, issuer, e.hash.hash_algorithm).as_ref() == Some(&e.hash)
             })
             .max_by_key(|e| e.received)
+            .filter(|e| e.is_fresh(now))
     }
 
     /// The first member of a verified `path` (leaf first, anchor last, the
@@ -67,11 +69,12 @@ impl StatusTable {
         })
     }
 
-    /// When the next entry stops being fresh: verdicts that depended on
-    /// the table hold until then at most.
-    pub(super) fn next_expiry(&self) -> i64 {
+    /// When the next fresh entry stops being fresh: verdicts that depended
+    /// on the table hold until then at most.
+    pub(super) fn next_expiry(&self, now: i64) -> i64 {
         self.entries
             .iter()
+            .filter(|e| e.is_fresh(now))
             .map(|e| e.expires)
             .min()
             .unwrap_or(i64::MAX)
@@ -92,7 +95,10 @@ impl EvseSecurity {
         chain_pem: &str,
     ) -> Result<Vec<(HashData, Vec<String>)>, Error> {
         if !self.fits("certificate chain", chain_pem) {
-            return Ok(Vec::new());
+            return Err(Error::InvalidArgs(format!(
+                "certificate_chain: longer than [limits] max_pem_bytes ({})",
+                self.config().limits.max_pem_bytes
+            )));
         }
         let Ok((chain, _)) = read_chain(chain_pem) else {
             return Err(Error::InvalidArgs(
@@ -175,16 +181,16 @@ impl EvseSecurity {
             let mut entries: Vec<StatusEntry> = current
                 .entries
                 .iter()
-                .filter(|e| e.is_fresh(now) && e.hash != *query)
+                .filter(|e| e.is_kept(now) && e.hash != *query)
                 .filter(|e| !known.as_ref().is_some_and(|(cert, bits)| cert.serial == e.hash.serial_number && cert.hash_data(e.hash.hash_algorithm, bits) == e.hash))
                 .cloned()
                 .collect();
-            entries.push(entry.clone());
-            if entries.len() > MAX_ENTRIES {
-                // The ones that go stale first make room.
-                entries.sort_by_key(|e| std::cmp::Reverse(e.expires));
-                entries.truncate(MAX_ENTRIES);
+            if entries.len() >= MAX_ENTRIES {
+                // The oldest make room; the new one always stays.
+                entries.sort_by_key(|e| std::cmp::Reverse(e.received));
+                entries.truncate(MAX_ENTRIES - 1);
             }
+            entries.push(entry.clone());
             if let Err(e) = tx.put(&record, |_| certificate_status::encode(&entries)) {
                 return Err(Err(Error::Internal(format!(
                     "cannot write the certificate status record {}: {e}",
@@ -199,6 +205,38 @@ impl EvseSecurity {
             Ok(Ok(R::Accepted))
         })
         .result
+    }
+
+    /// Rewrites the record without the entries no longer kept (a week
+    /// after receipt); the maintenance task calls it.
+    pub fn prune_certificate_statuses(&self) {
+        let now = self.now();
+        if self.statuses().entries.iter().all(|e| e.is_kept(now)) {
+            return;
+        }
+        let record = certificate_status::path(&self.config().certs_directory);
+        // The record is the daemon's own: pruning it is no store change.
+        self.write(StoreOperation::Deleted, |_, tx| {
+            let current = self.statuses();
+            let entries: Vec<StatusEntry> = current
+                .entries
+                .iter()
+                .filter(|e| e.is_kept(now))
+                .cloned()
+                .collect();
+            if let Err(e) = tx.put(&record, |_| certificate_status::encode(&entries)) {
+                tracing::warn!(
+                    "cannot prune the certificate status record {}: {e}",
+                    record.display()
+                );
+                return Err(());
+            }
+            self.set_statuses(StatusTable {
+                entries,
+                generation: current.generation + 1,
+            });
+            Ok(())
+        });
     }
 
     /// Every fresh certificate status entry, for operators.

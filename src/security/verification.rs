@@ -42,7 +42,7 @@ impl EvseSecurity {
                 let anchors = snap.trust_anchors_for(&bundles, &chain);
                 let (from, until) = validity_window(chain.iter().chain(anchors), now);
                 // Or until a certificate status entry goes stale.
-                (result, from, until.min(statuses.next_expiry()))
+                (result, from, until.min(statuses.next_expiry(now)))
             }
             Err(refused) => (refused.result, i64::MIN, i64::MAX),
         };
@@ -184,18 +184,20 @@ impl EvseSecurity {
             leaf_time,
         );
         match statuses.revoked_in(&verdict.path, now) {
-            Some((depth, entry)) if verdict.result == V::Valid => ChainVerdict {
-                result: V::Revoked,
-                reason: format!(
-                    "a certificate status entry ({}, until {}) says it is revoked",
-                    entry.source,
-                    crate::store::format_utc(entry.expires)
-                ),
-                depth: Some(depth),
-                subject: chain.get(depth).map(|c| c.common_name()),
-                openssl_error: None,
-                path: Vec::new(),
-            },
+            Some((depth, entry)) if verdict.result == V::Valid => {
+                let revoked = ChainVerdict::new(
+                    V::Revoked,
+                    format!(
+                        "a certificate status entry ({}, until {}) says it is revoked",
+                        entry.source,
+                        crate::store::format_utc(entry.expires)
+                    ),
+                );
+                match verdict.path.get(depth) {
+                    Some(cert) => revoked.at(depth, cert),
+                    None => revoked,
+                }
+            }
             _ => verdict,
         }
     }

@@ -1,5 +1,5 @@
 //! The certificate status record (OCPP 2.1 M07): what the CSMS answered to
-//! GetCertificateChainStatus, one entry per certificate, kept until its
+//! GetCertificateChainStatus, one entry per certificate, fresh until its
 //! `next_update` and never more than a week (M07.FR.09).
 //!
 //! `<certs_directory>/.evsecd-certificate-status`: JSON, written whole
@@ -37,9 +37,20 @@ pub struct StatusEntry {
 }
 
 impl StatusEntry {
-    /// Still fresh at `now`.
+    /// Still fresh at `now`: before its expiry, and that expiry no more
+    /// than a week ahead (a clock set back does not stretch an entry).
     pub fn is_fresh(&self, now: i64) -> bool {
-        now < self.expires
+        now < self.expires && self.expires <= now.saturating_add(MAX_AGE_SECONDS)
+    }
+
+    /// Worth keeping at `now`: fresh, or stale but younger than a week.
+    /// A stale entry counts for nothing, but shadows the older entries of
+    /// the same certificate that named it in another algorithm (whose
+    /// certificate the store may not hold, so they cannot be matched when
+    /// it arrives): they all expire a week after receipt at the latest.
+    pub fn is_kept(&self, now: i64) -> bool {
+        now < self.received.saturating_add(MAX_AGE_SECONDS)
+            && self.received <= now.saturating_add(MAX_AGE_SECONDS)
     }
 }
 
@@ -65,8 +76,7 @@ pub fn path(certs_directory: &Path) -> PathBuf {
     certs_directory.join(RECORD_NAME)
 }
 
-/// The entries of the record that are fresh at `now`; none when it is
-/// absent. A record or an entry that does not read is logged and left out:
+/// The entries of the record kept at `now`; none when it is absent. A record or an entry that does not read is logged and left out:
 /// its certificates are then asked about again.
 pub fn read(certs_directory: &Path, now: i64) -> Vec<StatusEntry> {
     let path = path(certs_directory);
@@ -94,7 +104,7 @@ pub fn read(certs_directory: &Path, now: i64) -> Vec<StatusEntry> {
     let mut entries = Vec::new();
     for stored in on_disk.entries {
         match decode(&stored) {
-            Some(entry) if entry.is_fresh(now) => entries.push(entry),
+            Some(entry) if entry.is_kept(now) => entries.push(entry),
             Some(_) => {}
             None => tracing::error!(
                 "certificate status record {} holds a broken entry (serial {})",

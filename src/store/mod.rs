@@ -6,12 +6,12 @@ pub(crate) mod certificate_status;
 mod durable;
 mod file_hash;
 mod hash_links;
-pub(crate) mod issuer_keys;
 mod layout;
 mod lock;
 mod names;
 mod ocsp_file;
 pub(crate) mod pending_keys;
+pub(crate) mod rotation;
 mod transaction;
 pub(crate) mod watch;
 

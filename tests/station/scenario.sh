@@ -292,9 +292,9 @@ check ocpp21.status_request_url "http://ocsp.station.test/" "$(printf %s "$req" 
 hash=$(printf %s "$req" | jq -r '.data[0][0][0] | join(" ")')
 until=$(( $(date +%s) + 3600 ))
 # shellcheck disable=SC2086
-check_has ocpp21.update_denied_to_reader "AccessDenied" "$(bus secc UpdateCertificateStatus "(ssss)ssx" $hash Revoked OCSP $until)"
+check_has ocpp21.update_denied_to_reader "Access denied" "$(bus secc UpdateCertificateStatus "(ssss)ssx" $hash Revoked OCSP $until)"
 # shellcheck disable=SC2086
-check_has ocpp21.confirm_denied_to_reader "AccessDenied" "$(bus secc ConfirmCertificateInUse "(ssss)" $hash)"
+check_has ocpp21.confirm_denied_to_reader "Access denied" "$(bus secc ConfirmCertificateInUse "(ssss)" $hash)"
 # shellcheck disable=SC2086
 check ocpp21.update_status Accepted "$(data "$(bus ocpp UpdateCertificateStatus "(ssss)ssx" $hash Revoked OCSP $until)")"
 check ocpp21.verify_revoked Revoked "$(data "$(bus secc VerifyCertificate sas "$(cat "$W/secc.pem")" 1 V2G)")"
