@@ -20,6 +20,7 @@ impl EvseSecurity {
     /// certificate `query` names.
     /// - A CSMS client certificate: every other CSMS client certificate
     ///   goes, with its key and OCSP files (A02.FR.10 errata, A03 alike).
+    ///   One out of date or without its key cannot be in use: `Failed`.
     /// - The CSMS root installed last, while the check is on: the fallback
     ///   goes (M05.FR.13). Confirming the fallback changes nothing: it is
     ///   what a connection falls back to (M05.FR.14).
@@ -65,13 +66,12 @@ impl EvseSecurity {
                         tracing::info!(subject = %used.cert.common_name(), "the CSMS fallback root is confirmed in use; both roots stay");
                         return Ok(R::Accepted);
                     }
-                    tracing::info!(subject = %used.cert.common_name(), "the CSMS root is confirmed in use; its fallback goes");
-                    let record = rotation::path(&self.config().certs_directory);
                     let fingerprint = used.cert.fingerprint;
-                    let fallbacks = roots.nodes.iter().filter(|n| n.cert.fingerprint != fingerprint).count();
-                    if fallbacks == 0 {
+                    if roots.nodes.iter().all(|n| n.cert.fingerprint == fingerprint) {
                         return Ok(R::Accepted);
                     }
+                    tracing::info!(subject = %used.cert.common_name(), "the CSMS root is confirmed in use; its fallback goes");
+                    let record = rotation::path(&self.config().certs_directory);
                     return match rotate(tx, &record, roots, &[fingerprint], fingerprint, None) {
                         Ok(()) => Ok(R::Accepted),
                         Err(e) => {
