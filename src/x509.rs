@@ -287,10 +287,7 @@ pub fn hash_data_of(
 /// Where a certificate's revocation status can be asked: its OCSP
 /// responders, else its CRL distribution points (URIs only).
 pub fn status_urls(cert: &X509Ref) -> Vec<String> {
-    let ocsp: Vec<String> = cert
-        .ocsp_responders()
-        .map(|urls| urls.iter().map(|u| u.to_string()).collect())
-        .unwrap_or_default();
+    let ocsp = ocsp_urls(cert);
     if !ocsp.is_empty() {
         return ocsp;
     }
@@ -674,8 +671,14 @@ pub fn unsigned_csr(
 /// The first OCSP responder URL of a certificate's Authority Information
 /// Access, if any. Only the first is used when there are several.
 pub fn ocsp_url(cert: &X509Ref) -> Option<String> {
-    let urls = cert.ocsp_responders().ok()?;
-    urls.iter().next().map(|u| u.to_string())
+    ocsp_urls(cert).into_iter().next()
+}
+
+/// Every OCSP responder URL of a certificate's Authority Information Access.
+fn ocsp_urls(cert: &X509Ref) -> Vec<String> {
+    cert.ocsp_responders()
+        .map(|urls| urls.iter().map(|u| u.to_string()).collect())
+        .unwrap_or_default()
 }
 
 /// Why an OCSP response was refused.

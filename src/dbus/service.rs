@@ -337,6 +337,28 @@ impl EvseSecurityInterface {
         Ok(Caller { uid, gids })
     }
 
+    /// The reply of 5.11 (among the leaves whose commonName is `secc_id`,
+    /// when given), with what `caller` may see of it.
+    async fn selected_leaf_info(
+        &self,
+        caller: &Caller,
+        leaf: LeafCertificateType,
+        secc_id: Option<String>,
+        include_ocsp: bool,
+    ) -> Result<(String, WireCertificateInfo), BusError> {
+        let (status, info) = self
+            .read(move |s| {
+                s.get_leaf_certificate_info_for_id(leaf, secc_id.as_deref(), include_ocsp)
+            })
+            .await?;
+        let info = info
+            .map(|i| self.for_caller(caller, leaf, i))
+            .map(wire_certificate_info)
+            .transpose()?
+            .unwrap_or_default();
+        Ok((status.as_str().to_owned(), info))
+    }
+
     /// Leaf info as `caller` may see it: the key password only for those
     /// who may read the key it opens (contract §11.3).
     fn for_caller(
@@ -820,15 +842,8 @@ impl EvseSecurityInterface {
         let caller = self.authorize(&hdr, conn).await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
         let _: EncodingFormat = parse_arg("encoding", &encoding)?;
-        let (status, info) = self
-            .read(move |s| s.get_leaf_certificate_info(leaf, include_ocsp))
-            .await?;
-        let info = info
-            .map(|i| self.for_caller(&caller, leaf, i))
-            .map(wire_certificate_info)
-            .transpose()?
-            .unwrap_or_default();
-        Ok((status.as_str().to_owned(), info))
+        self.selected_leaf_info(&caller, leaf, None, include_ocsp)
+            .await
     }
 
     /// As GetLeafCertificateInfo, among the leaves whose commonName is
@@ -844,15 +859,8 @@ impl EvseSecurityInterface {
     ) -> Result<(String, WireCertificateInfo), BusError> {
         let caller = self.authorize(&hdr, conn).await?;
         let leaf: LeafCertificateType = parse_arg("certificate_type", &certificate_type)?;
-        let (status, info) = self
-            .read(move |s| s.get_leaf_certificate_info_for_id(leaf, Some(&secc_id), include_ocsp))
-            .await?;
-        let info = info
-            .map(|i| self.for_caller(&caller, leaf, i))
-            .map(wire_certificate_info)
-            .transpose()?
-            .unwrap_or_default();
-        Ok((status.as_str().to_owned(), info))
+        self.selected_leaf_info(&caller, leaf, Some(secc_id), include_ocsp)
+            .await
     }
 
     /// The newest valid leaf per root (contract 5.12).

@@ -171,17 +171,18 @@ impl EvseSecurity {
         &self,
         types: &[CertificateType],
     ) -> (GetInstalledCertificatesStatus, Vec<HashDataChain>) {
-        let chains: Vec<HashDataChain> = installed_chains(&self.snapshot(), types, self.rotation())
-            .into_iter()
-            .filter_map(|(certificate_type, chain)| {
-                let mut hashes = chain.into_iter().map(|c| c.hash);
-                Some(HashDataChain {
-                    certificate_type,
-                    certificate_hash_data: hashes.next()?,
-                    child_certificate_hash_data: hashes.collect(),
+        let chains: Vec<HashDataChain> =
+            installed_chains(&self.snapshot(), types, &|ca| self.each_own_root(ca))
+                .into_iter()
+                .filter_map(|(certificate_type, chain)| {
+                    let mut hashes = chain.into_iter().map(|c| c.hash);
+                    Some(HashDataChain {
+                        certificate_type,
+                        certificate_hash_data: hashes.next()?,
+                        child_certificate_hash_data: hashes.collect(),
+                    })
                 })
-            })
-            .collect();
+                .collect();
         let status = if chains.is_empty() {
             GetInstalledCertificatesStatus::NotFound
         } else {
@@ -193,23 +194,17 @@ impl EvseSecurity {
     /// The certificates of `GetInstalledCertificates`, one by one, with
     /// what an operator wants to see of them (`evsecctl list`).
     pub fn list_certificates(&self, types: &[CertificateType]) -> Vec<ListedCertificate> {
-        installed_chains(&self.snapshot(), types, self.rotation())
+        installed_chains(&self.snapshot(), types, &|ca| self.each_own_root(ca))
             .into_iter()
             .flat_map(|(_, chain)| chain)
             .collect()
-    }
-
-    /// Whether the CSMS root rotation of `AdditionalRootCertificateCheck`
-    /// is on.
-    pub(super) fn rotation(&self) -> bool {
-        self.config().ocpp.additional_root_certificate_check
     }
 
     /// Whether every certificate of `ca`'s bundle is a root of its own:
     /// the CSMS roots under the rotation, where a new root is issued by
     /// the one it replaces (§11.2).
     pub(super) fn each_own_root(&self, ca: CaCertificateType) -> bool {
-        ca == CaCertificateType::CSMS && self.rotation()
+        ca == CaCertificateType::CSMS && self.config().ocpp.additional_root_certificate_check
     }
 
     /// Contract 5.9.
@@ -268,13 +263,14 @@ pub struct ListedCertificate {
 /// The chains of `GetInstalledCertificates` (contract 5.5), head first:
 /// for a root type each root, then its Sub-CAs in the bundle depth-first;
 /// for `V2GCertificateChain` each SECC leaf that has its key, then its
-/// Sub-CAs leaf side first, without the root. Under the CSMS root rotation
-/// (`rotation`), every CSMS certificate is a root and a chain of its own
-/// (§11.2): the new root is issued by the one it replaces.
+/// Sub-CAs leaf side first, without the root. In a bundle where
+/// `each_own_root` holds (the CSMS roots under the rotation, §11.2), every
+/// certificate is a chain of its own: the new root is issued by the one it
+/// replaces.
 fn installed_chains(
     snap: &Snapshot,
     types: &[CertificateType],
-    rotation: bool,
+    each_own_root: &dyn Fn(CaCertificateType) -> bool,
 ) -> Vec<(CertificateType, Vec<ListedCertificate>)> {
     let mut wanted: Vec<CertificateType> = if types.is_empty() {
         CertificateType::ALL.to_vec()
@@ -294,7 +290,7 @@ fn installed_chains(
         match certificate_type.bundle() {
             Some(ca) => {
                 let bundle = snap.bundle(ca);
-                let own_chains = rotation && ca == CaCertificateType::CSMS;
+                let own_chains = each_own_root(ca);
                 for root in bundle.anchors(own_chains) {
                     let below = if own_chains {
                         Vec::new()

@@ -28,8 +28,9 @@ impl EvseSecurity {
                 // keeps its own newest.
                 let mut by_type: BTreeMap<Option<LeafCertificateType>, Vec<&Leaf>> = BTreeMap::new();
                 for leaf in &domain.leaves {
-                    let kind = [domain.leaf, LeafCertificateType::V2G20]
-                        .into_iter()
+                    let kind = LeafCertificateType::ALL
+                        .iter()
+                        .copied()
                         .filter(|t| t.stored_in() == Some(domain.leaf))
                         .find(|t| t.fits_key(leaf.cert.key_algorithm));
                     by_type.entry(kind).or_default().push(leaf);

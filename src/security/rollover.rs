@@ -32,7 +32,7 @@ impl EvseSecurity {
         query: &HashData,
     ) -> Outcome<ConfirmCertificateResult> {
         use ConfirmCertificateResult as R;
-        let rotation = self.rotation();
+        let rotation = self.each_own_root(CaCertificateType::CSMS);
         let now = self.now();
         self.write(StoreOperation::Deleted, |snap, tx| {
             if let Some(csms) = snap.leaf_domain(LeafCertificateType::CSMS) {
